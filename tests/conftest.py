@@ -1,0 +1,32 @@
+"""Make the repository's Ansible plugins importable by plain pytest.
+
+Modules import their shared code as ``ansible.module_utils.<name>`` (that is how
+Ansible ships ``plugins/module_utils`` to the managed host). Here we extend the
+``ansible.module_utils`` package path with our directory so the same imports
+work in unit tests, and expose ``load_module(name)`` for plugins/modules.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import ansible.module_utils
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ansible.module_utils.__path__.append(str(ROOT / "plugins" / "module_utils"))
+
+
+def _load_module(name):
+    path = ROOT / "plugins" / "modules" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"mtg_test_modules.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def load_module():
+    """Import a module from plugins/modules by name."""
+    return _load_module
