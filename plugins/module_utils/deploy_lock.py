@@ -1,0 +1,190 @@
+"""One deploy at a time per environment: ``{state_dir}/deploy.lock``.
+
+The lock file is created with O_CREAT|O_EXCL and holds JSON
+``{who, when, what, pid, boot_id, token}``. When it already exists:
+
+- its pid is dead on the same boot, or it was left before a reboot: it is stale
+  and taken over, with a warning;
+- otherwise the deploy is refused with who holds it, since when, for what, and
+  how to break it (``break_lock=true``) if that deploy is really dead.
+
+The check-and-take is serialised with ``flock`` on a side file so two deploys
+that both find a stale lock cannot both take it. ``release()`` removes the
+file only if it is still ours (same token).
+"""
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import socket
+from datetime import UTC, datetime
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+class LockHeld(Exception):
+    """Someone else's live deploy holds the lock."""
+
+    def __init__(self, message, holder=None):
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+def current_boot_id(path=BOOT_ID_PATH):
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def pid_alive(pid):
+    """Whether a process with this pid exists on this machine."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_holder(path):
+    """The lock file's content as a dict; None when there is no lock; {} when unreadable."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def describe_holder(holder):
+    return (
+        f"deploy locked by {holder.get('who') or 'unknown'} since {holder.get('when') or 'unknown'} "
+        f"(deploying {holder.get('what') or 'unknown'})"
+    )
+
+
+class DeployLock:
+    FILE_NAME = "deploy.lock"
+
+    def __init__(self, path, who, what, break_lock=False, boot_id=None, pid=None, alive=pid_alive, now=None):
+        self.path = path
+        self.who = who
+        self.what = what
+        self.break_lock = break_lock
+        self.boot_id = boot_id if boot_id is not None else current_boot_id()
+        self.pid = pid if pid is not None else os.getpid()
+        self._alive = alive
+        self._now = now or (lambda: datetime.now(UTC))
+        self.token = secrets.token_hex(8)
+        self.held = False
+        self.warnings = []
+
+    @classmethod
+    def in_dir(cls, state_dir, **kwargs):
+        return cls(os.path.join(state_dir, cls.FILE_NAME), **kwargs)
+
+    def _content(self):
+        return {
+            "who": self.who,
+            "when": self._now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "what": self.what,
+            "pid": self.pid,
+            "boot_id": self.boot_id,
+            "host": socket.gethostname(),
+            "token": self.token,
+        }
+
+    def _create(self):
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            os.write(fd, (json.dumps(self._content(), sort_keys=True) + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def stale_reason(self, holder):
+        """Why the existing lock may be taken over, or None if its owner may still be running."""
+        if not holder:
+            return None
+        boot = holder.get("boot_id")
+        if boot and self.boot_id and boot != self.boot_id:
+            return "it was taken before the machine rebooted"
+        if not self._alive(holder.get("pid")):
+            return f"its process {holder.get('pid')} is gone"
+        return None
+
+    def acquire(self):
+        """Take the lock or raise LockHeld. Returns the warnings (takeovers)."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        guard_fd = os.open(self.path + ".guard", os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(guard_fd, fcntl.LOCK_EX)
+            try:
+                self._create()
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                self._take_over(read_holder(self.path))
+                self._create()
+            self.held = True
+        finally:
+            fcntl.flock(guard_fd, fcntl.LOCK_UN)
+            os.close(guard_fd)
+        return self.warnings
+
+    def _take_over(self, holder):
+        if holder is None:  # vanished between our create and our read
+            return
+        if self.break_lock:
+            self.warnings.append(f"broke the deploy lock on request (break_lock): {describe_holder(holder)}")
+        elif holder == {}:
+            raise LockHeld(
+                f"deploy lock {self.path} exists but cannot be read; if no deploy is running, "
+                "re-run with break_lock=true",
+                holder,
+            )
+        else:
+            reason = self.stale_reason(holder)
+            if reason is None:
+                raise LockHeld(
+                    f"{describe_holder(holder)}; if that deploy is dead, re-run with break_lock=true",
+                    holder,
+                )
+            self.warnings.append(f"took over a stale deploy lock ({reason}): {describe_holder(holder)}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def release(self):
+        """Remove the lock if it is still ours. Safe to call more than once."""
+        if not self.held:
+            return
+        self.held = False
+        holder = read_holder(self.path)
+        if holder and holder.get("token") == self.token:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+        return False

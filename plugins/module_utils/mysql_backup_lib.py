@@ -1,0 +1,1586 @@
+"""Backups of a MySQL/MariaDB server that runs in a Docker container.
+
+Shared by the ``mysql_backup`` and ``mysql_restore`` modules.
+
+Part 1 is pure logic (only the local file system): backup ids, manifests,
+retention, atomic files, checksums, listing and the dump scanner. It is what the
+unit tests cover most.
+
+Part 2 is the runtime: Docker exec streams (Docker SDK 5.0.3 API only), the
+PyMySQL connection (1.0.2 API only), the backup pipeline, restore streaming,
+point-in-time replay and restore drills. The generic Docker helpers here are
+meant to move to ``docker_common`` once that exists.
+
+Everything that fails raises ``BackupError`` with a message fit for an operator;
+messages never hold a password or a command line that holds one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import io
+import itertools
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+
+try:
+    import docker
+    from docker.errors import DockerException
+
+    HAS_DOCKER = True
+except ImportError:  # pragma: no cover - reported by the modules
+    docker = None
+    DockerException = Exception
+    HAS_DOCKER = False
+
+try:
+    import pymysql
+
+    HAS_PYMYSQL = True
+except ImportError:  # pragma: no cover - reported by the modules
+    pymysql = None
+    HAS_PYMYSQL = False
+
+
+FORMAT_VERSION = 1
+KINDS = ("scheduled", "manual", "pre-deploy", "safety")
+DEFAULT_RETENTION = {"keep_last": 3, "daily": 7, "weekly": 4, "monthly": 6}
+COMPRESSIONS = {
+    "zstd": {
+        "ext": "zst",
+        "compress": ["zstd", "-q", "-T0", "-3", "-c"],
+        "decompress": ["zstd", "-q", "-d", "-c"],
+    },
+    "gzip": {"ext": "gz", "compress": ["gzip", "-c", "-6"], "decompress": ["gzip", "-d", "-c"]},
+}
+ID_RE = re.compile(r"^(?P<ts>\d{8}T\d{6}Z)-(?P<kind>scheduled|manual|pre-deploy|safety)(?:-(?P<seq>[1-9]\d*))?$")
+DUMP_NAME_RE = re.compile(r"^(?P<id>[^/]+?)\.sql\.(?P<ext>zst|gz)(?P<age>\.age)?$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+CHUNK = 1 << 20
+STDERR_KEEP = 16 * 1024
+
+
+class BackupError(Exception):
+    """A failure explained for the operator (never holds a secret)."""
+
+
+def utcnow():
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(moment):
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value):
+    """Parse our ISO timestamps (``...Z``) or any ISO 8601 string; naive means UTC."""
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+# --------------------------------------------------------------------------
+# Backup ids
+# --------------------------------------------------------------------------
+
+
+def make_backup_id(now, kind, exists=lambda _backup_id: False):
+    """``20261126T091108Z-manual``; ``-2``, ``-3``... when that second is taken."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown backup kind {kind!r}")
+    base = f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{kind}"
+    candidate, seq = base, 1
+    while exists(candidate):
+        seq += 1
+        candidate = f"{base}-{seq}"
+    return candidate
+
+
+def parse_backup_id(backup_id):
+    """Return ``(datetime, kind, seq)`` or None when it is not one of our ids."""
+    match = ID_RE.match(backup_id or "")
+    if not match:
+        return None
+    moment = dt.datetime.strptime(match["ts"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    return moment, match["kind"], int(match["seq"] or 1)
+
+
+def id_sort_key(backup_id):
+    parsed = parse_backup_id(backup_id)
+    if parsed is None:
+        return (dt.datetime.min.replace(tzinfo=dt.UTC), 0, backup_id)
+    return (parsed[0], parsed[2], backup_id)
+
+
+def dump_file_name(backup_id, compression, encrypted=False):
+    return f"{backup_id}.sql.{COMPRESSIONS[compression]['ext']}" + (".age" if encrypted else "")
+
+
+# --------------------------------------------------------------------------
+# Retention
+# --------------------------------------------------------------------------
+
+_BUCKETS = (
+    ("daily", lambda moment: moment.date()),
+    ("weekly", lambda moment: tuple(moment.isocalendar())[:2]),
+    ("monthly", lambda moment: (moment.year, moment.month)),
+)
+
+
+def select_retention(backups, policy, protect=()):
+    """Return the set of backup ids to keep.
+
+    ``backups`` is an iterable of ``(id, datetime)``; ``policy`` has ``keep_last``,
+    ``daily``, ``weekly`` and ``monthly`` counts. Keeps the newest ``keep_last``
+    backups, then, for each period kind, the newest backup of each of the N most
+    recent periods that have a backup (days, ISO weeks, months, in UTC). Ids in
+    ``protect`` are always kept.
+    """
+    ordered = sorted(
+        ((bid, when.astimezone(dt.UTC)) for bid, when in backups), key=lambda b: (b[1], b[0]), reverse=True
+    )
+    keep = {bid for bid, _ in ordered[: max(0, int(policy.get("keep_last") or 0))]}
+    for name, bucket in _BUCKETS:
+        limit = max(0, int(policy.get(name) or 0))
+        seen = set()
+        for bid, when in ordered:
+            if len(seen) >= limit:
+                break
+            key = bucket(when)
+            if key not in seen:
+                seen.add(key)
+                keep.add(bid)
+    known = {bid for bid, _ in ordered}
+    keep.update(bid for bid in protect if bid in known)
+    return keep
+
+
+def plan_retention(entries, policy, database, extra=None):
+    """Split the complete backups of ``database`` into (keep, prune) id lists.
+
+    ``entries`` comes from ``list_backups``; ``extra`` is an ``(id, datetime)`` for a
+    backup about to be taken (check mode). Only complete backups are candidates:
+    incomplete or damaged ones are left for an operator to look at. The newest
+    complete backup and the newest drill-verified one are never pruned.
+    """
+    candidates = [e for e in entries if e["status"] == "complete" and e["manifest"].get("database") == database]
+    pairs = [(e["id"], e["taken_at"]) for e in candidates]
+    if extra is not None:
+        pairs.append(extra)
+    if not pairs:
+        return [], []
+    newest = max(pairs, key=lambda p: (p[1], p[0]))[0]
+    protect = {newest}
+    verified = [(e["taken_at"], e["id"]) for e in candidates if e["manifest"].get("verified") is True]
+    if verified:
+        protect.add(max(verified)[1])
+    keep = select_retention(pairs, policy, protect)
+    order = sorted(pairs, key=lambda p: (p[1], p[0]), reverse=True)
+    return [bid for bid, _ in order if bid in keep], [bid for bid, _ in order if bid not in keep]
+
+
+# --------------------------------------------------------------------------
+# Files: atomic writes, checksums, errors
+# --------------------------------------------------------------------------
+
+
+def describe_os_error(exc, path, action="writing"):
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on device while {action} {path}"
+    if exc.errno == errno.EDQUOT:
+        return f"disk quota exceeded while {action} {path}"
+    return f"{exc.strerror or exc} while {action} {path}"
+
+
+def fsync_dir(directory):
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path, data, mode=0o600):
+    """Write ``path`` all or nothing: temp file in the same directory, fsync, rename.
+
+    On any failure the temp file is removed and ``path`` is left as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".partial")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise BackupError(describe_os_error(exc, path)) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, document, mode=0o600):
+    atomic_write_bytes(path, (json.dumps(document, indent=2) + "\n").encode(), mode)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_backup_file(path, manifest):
+    """Return ``(ok, actual_sha256, message)``; the message follows the operator wording."""
+    backup_id = manifest.get("id", os.path.basename(path))
+    if not os.path.exists(path):
+        return False, None, f"backup {backup_id} is missing its dump file {path}; nothing was changed"
+    actual = sha256_file(path)
+    expected = manifest.get("sha256")
+    if actual != expected:
+        return (
+            False,
+            actual,
+            f"backup {backup_id} is corrupt: sha256 mismatch (expected {expected}, got {actual}); nothing was changed",
+        )
+    return True, actual, None
+
+
+def remove_stale_partials(backup_dir):
+    """Remove ``*.partial`` files; call only while holding the backup dir lock."""
+    removed = []
+    for name in sorted(os.listdir(backup_dir)):
+        if name.endswith(".partial"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(backup_dir, name))
+            removed.append(name)
+    return removed
+
+
+@contextlib.contextmanager
+def backup_dir_lock(backup_dir, timeout=600, sleep=time.sleep):
+    """Hold ``{backup_dir}/.lock`` (flock) so backups, restores and pruning never overlap."""
+    fd = os.open(os.path.join(backup_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BackupError(
+                        f"another backup or restore still holds {backup_dir}/.lock after {timeout} s"
+                    ) from None
+                sleep(1)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# Manifests
+# --------------------------------------------------------------------------
+
+_MANIFEST_TYPES = {
+    "format": int,
+    "id": str,
+    "database": str,
+    "file": str,
+    "status": str,
+    "kind": str,
+    "label": str,
+    "compression": str,
+    "sha256": str,
+    "compressed_bytes": int,
+    "uncompressed_bytes": int,
+    "row_counts": dict,
+    "started_at": str,
+    "finished_at": str,
+}
+
+
+def build_manifest(
+    *,
+    backup_id,
+    database,
+    file_name,
+    kind,
+    label,
+    started,
+    finished,
+    duration,
+    compression,
+    encryption,
+    sha256,
+    compressed_bytes,
+    scan,
+    server,
+    tool,
+):
+    """Assemble the manifest of a finished, checked backup (``scan`` is a DumpScanner)."""
+    binlog = None
+    if scan.binlog_file:
+        binlog = {"file": scan.binlog_file, "position": scan.binlog_position, "gtid": scan.gtid}
+    return {
+        "format": FORMAT_VERSION,
+        "id": backup_id,
+        "status": "complete",
+        "database": database,
+        "file": file_name,
+        "kind": kind,
+        "label": label or "",
+        "started_at": iso(started),
+        "finished_at": iso(finished),
+        "duration_seconds": round(duration, 3),
+        "compression": compression,
+        "encryption": encryption,
+        "sha256": sha256,
+        "compressed_bytes": compressed_bytes,
+        "uncompressed_bytes": scan.total_bytes,
+        "server": server,
+        "binlog": binlog,
+        "tool": tool,
+        "row_counts": dict(sorted(scan.row_counts.items())),
+        "row_counts_source": "dump",
+        "row_counts_note": "rows counted in the dump stream itself: the same snapshot as the data",
+        "verified": False,
+    }
+
+
+def validate_manifest(manifest, expected_id=None):
+    """Return a list of problems (empty when the manifest is usable)."""
+    if not isinstance(manifest, dict):
+        return ["manifest is not a JSON object"]
+    problems = []
+    for key, kind in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if value is None:
+            problems.append(f"missing {key}")
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems.append(f"{key} should be {kind.__name__}")
+    if problems:
+        return problems
+    if manifest["format"] != FORMAT_VERSION:
+        problems.append(f"unsupported manifest format {manifest['format']}")
+    if parse_backup_id(manifest["id"]) is None:
+        problems.append(f"bad id {manifest['id']!r}")
+    if expected_id is not None and manifest["id"] != expected_id:
+        problems.append(f"id {manifest['id']!r} does not match file name {expected_id!r}")
+    match = DUMP_NAME_RE.match(manifest["file"])
+    if not match or match["id"] != manifest["id"] or "/" in manifest["file"]:
+        problems.append(f"bad file name {manifest['file']!r}")
+    if manifest["compression"] not in COMPRESSIONS:
+        problems.append(f"unknown compression {manifest['compression']!r}")
+    if manifest["kind"] not in KINDS:
+        problems.append(f"unknown kind {manifest['kind']!r}")
+    if not SHA256_RE.match(manifest["sha256"]):
+        problems.append("sha256 is not 64 lowercase hex digits")
+    if manifest["compressed_bytes"] < 0 or manifest["uncompressed_bytes"] < 0:
+        problems.append("negative size")
+    for table, count in manifest["row_counts"].items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            problems.append(f"bad row count for {table!r}")
+    for key in ("started_at", "finished_at"):
+        try:
+            parse_iso(manifest[key])
+        except ValueError:
+            problems.append(f"{key} is not an ISO timestamp")
+    binlog = manifest.get("binlog")
+    if binlog is not None and not (
+        isinstance(binlog, dict) and binlog.get("file") and isinstance(binlog.get("position"), int)
+    ):
+        problems.append("binlog should be null or have file and position")
+    return problems
+
+
+def compare_row_counts(expected, actual):
+    """Return ``[{table, expected, actual}]`` for every table whose count differs."""
+    return [
+        {"table": table, "expected": count, "actual": actual.get(table)}
+        for table, count in sorted(expected.items())
+        if actual.get(table) != count
+    ]
+
+
+# --------------------------------------------------------------------------
+# Listing
+# --------------------------------------------------------------------------
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def list_backups(backup_dir, database=None):
+    """Describe every backup in ``backup_dir``, newest first.
+
+    Each entry: id, taken_at (datetime), status (complete | incomplete |
+    invalid | failed | missing-file | size-mismatch), problems, path,
+    manifest_path, manifest, drill. ``incomplete`` is a dump without a manifest
+    (the manifest is written last, so that backup never finished).
+    """
+    if not os.path.isdir(backup_dir):
+        return []
+    manifests, dumps = set(), {}
+    for name in os.listdir(backup_dir):
+        if name.startswith(".") or name.endswith((".partial", ".drill.json")):
+            continue
+        if name.endswith(".json"):
+            if parse_backup_id(name[:-5]):
+                manifests.add(name[:-5])
+            continue
+        match = DUMP_NAME_RE.match(name)
+        if match and parse_backup_id(match["id"]):
+            dumps.setdefault(match["id"], []).append(name)
+    entries = []
+    for backup_id in manifests | set(dumps):
+        entry = {
+            "id": backup_id,
+            "taken_at": parse_backup_id(backup_id)[0],
+            "status": "complete",
+            "problems": [],
+            "path": None,
+            "manifest_path": os.path.join(backup_dir, f"{backup_id}.json"),
+            "manifest": None,
+            "drill": None,
+        }
+        if backup_id not in manifests:
+            entry.update(
+                status="incomplete", manifest_path=None, path=os.path.join(backup_dir, sorted(dumps[backup_id])[0])
+            )
+            entry["problems"].append("dump file without a manifest: the backup never finished")
+            if database is None:
+                entries.append(entry)
+            continue
+        try:
+            manifest = _read_json(entry["manifest_path"])
+        except (OSError, ValueError) as exc:
+            entry.update(status="invalid", problems=[f"unreadable manifest: {exc}"])
+            if database is None:
+                entries.append(entry)
+            continue
+        entry["manifest"] = manifest
+        problems = validate_manifest(manifest, backup_id)
+        if problems:
+            entry.update(status="invalid", problems=problems)
+        else:
+            entry["path"] = os.path.join(backup_dir, manifest["file"])
+            if manifest["status"] != "complete":
+                entry["status"] = manifest["status"]
+            elif not os.path.exists(entry["path"]):
+                entry.update(status="missing-file", problems=[f"{manifest['file']} is missing"])
+            elif os.path.getsize(entry["path"]) != manifest["compressed_bytes"]:
+                entry.update(status="size-mismatch", problems=[f"{manifest['file']} size differs from the manifest"])
+        drill_path = os.path.join(backup_dir, f"{backup_id}.drill.json")
+        if os.path.exists(drill_path):
+            try:
+                entry["drill"] = _read_json(drill_path)
+            except (OSError, ValueError) as exc:
+                entry["problems"].append(f"unreadable drill record: {exc}")
+        if database is not None and (not isinstance(manifest, dict) or manifest.get("database") != database):
+            continue
+        entries.append(entry)
+    entries.sort(key=lambda e: id_sort_key(e["id"]), reverse=True)
+    return entries
+
+
+def latest_good(entries):
+    """The newest complete entry (``entries`` newest first), or None."""
+    return next((e for e in entries if e["status"] == "complete"), None)
+
+
+def public_entry(entry):
+    """An entry as a module returns it (JSON-friendly)."""
+    result = dict(entry)
+    result["taken_at"] = iso(entry["taken_at"])
+    return result
+
+
+def remove_backup(backup_dir, entry):
+    """Delete a backup: manifest first (so it never looks complete half-way), then the rest."""
+    backup_id = entry["id"]
+    names = [f"{backup_id}.json", f"{backup_id}.drill.json"]
+    for name in os.listdir(backup_dir):
+        match = DUMP_NAME_RE.match(name)
+        if match and match["id"] == backup_id:
+            names.append(name)
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(backup_dir, name))
+
+
+# --------------------------------------------------------------------------
+# The dump scanner: counts rows and reads the header as the bytes stream past
+# --------------------------------------------------------------------------
+
+
+class DumpScanner:
+    """Read a mysqldump/mariadb-dump stream once, without storing it.
+
+    Learns the binlog position (``--master-data=2``/``--source-data=2``), the GTID
+    position, the server version, the tables (``CREATE TABLE``) and the exact
+    number of rows of each table in the dump, and whether the dump ends with the
+    ``-- Dump completed`` trailer. Works for both INSERT layouts (all rows on one
+    line, or one row per line as MariaDB 10.11 writes them). The dump tools escape
+    newlines inside strings, so a line never starts inside a string.
+    """
+
+    _INSERT = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES")
+    _CREATE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \(")
+    _STRING = re.compile(rb"'(?:[^'\\]|\\.)*'", re.S)
+    _POSITION = re.compile(
+        rb"^-- CHANGE (?:MASTER|REPLICATION SOURCE) TO (?:MASTER|SOURCE)_LOG_FILE='([^']+)',"
+        rb" (?:MASTER|SOURCE)_LOG_POS=(\d+)"
+    )
+    _MARIADB_GTID = re.compile(rb"^-- SET GLOBAL gtid_slave_pos='([^']*)'")
+    _MYSQL_GTID = re.compile(rb"^SET @@GLOBAL\.GTID_PURGED=(?:/\*!80000 '\+'\*/ )?'([^']*)'")
+    _VERSION = re.compile(rb"^-- Server version\s+(\S.*?)\s*$")
+    _TRAILER = b"-- Dump completed"
+
+    def __init__(self):
+        self.total_bytes = 0
+        self.row_counts = {}
+        self.binlog_file = None
+        self.binlog_position = None
+        self.gtid = None
+        self.server_version = None
+        self._pending = bytearray()
+        self._insert_table = None
+        self._tail = b""
+        self._last_line = b""
+
+    def feed(self, data):
+        self.total_bytes += len(data)
+        self._tail = (self._tail + data)[-256:]
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._pending += data[start:]
+                return
+            if self._pending:
+                self._pending += data[start:end]
+                line = bytes(self._pending)
+                self._pending.clear()
+            else:
+                line = data[start:end]
+            self._line(line)
+            start = end + 1
+
+    def finish(self):
+        if self._pending:
+            self._line(bytes(self._pending))
+            self._pending.clear()
+        return self
+
+    @property
+    def trailer_ok(self):
+        lines = [line.strip() for line in self._tail.splitlines() if line.strip()]
+        return bool(lines) and lines[-1].startswith(self._TRAILER)
+
+    @staticmethod
+    def _name(raw):
+        return raw.replace(b"``", b"`").decode("utf-8", "replace")
+
+    def _rows(self, segment):
+        stripped = self._STRING.sub(b"", segment)
+        self.row_counts[self._insert_table] = self.row_counts.get(self._insert_table, 0) + stripped.count(b"(")
+        if stripped.rstrip().endswith(b";"):
+            self._insert_table = None
+
+    def _line(self, line):
+        if self._insert_table is not None:
+            self._rows(line)
+        elif line.startswith(b"INSERT INTO `"):
+            match = self._INSERT.match(line)
+            if match:
+                self._insert_table = self._name(match[1])
+                self._rows(line[match.end() :])
+        elif line.startswith(b"CREATE TABLE `"):
+            match = self._CREATE.match(line)
+            if match:
+                self.row_counts.setdefault(self._name(match[1]), 0)
+        elif line.startswith(b"-- "):
+            for pattern, handler in (
+                (self._POSITION, self._set_position),
+                (self._MARIADB_GTID, self._set_gtid),
+                (self._VERSION, self._set_version),
+            ):
+                match = pattern.match(line)
+                if match:
+                    handler(match)
+        elif line.startswith(b"SET @@GLOBAL.GTID_PURGED"):
+            match = self._MYSQL_GTID.match(line)
+            if match:
+                self._set_gtid(match)
+
+    def _set_position(self, match):
+        self.binlog_file, self.binlog_position = match[1].decode(), int(match[2])
+
+    def _set_gtid(self, match):
+        self.gtid = match[1].decode()
+
+    def _set_version(self, match):
+        self.server_version = match[1].decode("utf-8", "replace")
+
+
+def check_dump(scan, exit_code, min_size_bytes, tool, stderr=""):
+    """Return the reason a finished dump is unusable, or None when it is good."""
+    detail = f": {stderr.strip()[-500:]}" if stderr.strip() else ""
+    if exit_code != 0:
+        return f"{tool} exited with code {exit_code}{detail}"
+    if scan.total_bytes < min_size_bytes:
+        return (
+            f"the dump is suspiciously small ({scan.total_bytes} bytes < min_size_bytes {min_size_bytes}):"
+            f" a broken pipe or an empty database?{detail}"
+        )
+    if not scan.trailer_ok:
+        return f"the dump does not end with the '-- Dump completed' trailer: it was cut short{detail}"
+    return None
+
+
+def dump_flags(server_version, log_bin):
+    """The dump tool's flags (no credentials) for this server."""
+    flags = [
+        "--single-transaction",
+        "--quick",
+        "--routines",
+        "--triggers",
+        "--events",
+        "--hex-blob",
+        "--default-character-set=utf8mb4",
+        "--max-allowed-packet=1G",
+    ]
+    if log_bin:
+        if "mariadb" in (server_version or "").lower():
+            flags += ["--master-data=2", "--gtid"]
+        elif version_tuple(server_version) >= (8, 0, 26):
+            flags += ["--source-data=2"]
+        else:
+            flags += ["--master-data=2"]
+    return flags
+
+
+def version_tuple(version):
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version or "")
+    return tuple(int(part) for part in match.groups()) if match else (0, 0, 0)
+
+
+def parse_stop_datetime(value):
+    """An ISO date-time (naive = UTC) -> aware UTC datetime."""
+    try:
+        return parse_iso(str(value).strip().replace(" ", "T", 1))
+    except ValueError:
+        raise BackupError(f"stop_datetime {value!r} is not an ISO date-time such as 2026-11-26 09:30:00") from None
+
+
+def binlog_sequence(start_file, server_files, shipped_files):
+    """Binlog files to replay from ``start_file`` on: ``[(name, "server" | "shipped")]``.
+
+    Server copies win; shipped copies (``{backup_dir}/binlogs``) fill in files the
+    server has purged. The numbering must have no gap.
+    """
+
+    def number(name):
+        match = re.match(r"^(.*)\.(\d+)$", name)
+        return (match[1], int(match[2])) if match else (name, -1)
+
+    prefix, first = number(start_file)
+    sources = {}
+    for name in shipped_files:
+        sources[name] = "shipped"
+    for name in server_files:
+        sources[name] = "server"
+    wanted = sorted(
+        (n for n in sources if number(n)[0] == prefix and number(n)[1] >= first),
+        key=lambda n: number(n)[1],
+    )
+    if not wanted or wanted[0] != start_file:
+        raise BackupError(
+            f"binlog {start_file} (the backup's position) is neither on the server nor in the shipped copies:"
+            " point-in-time recovery is impossible from this backup"
+        )
+    for before, after in itertools.pairwise(wanted):
+        if number(after)[1] != number(before)[1] + 1:
+            raise BackupError(f"binlog gap between {before} and {after}: point-in-time recovery is impossible")
+    return [(name, sources[name]) for name in wanted]
+
+
+def option_file(user, password, extra=None):
+    """A [client] option file; values quoted so any character survives."""
+
+    def quote(value):
+        value = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{value}"'
+
+    lines = ["[client]", f"user={quote(user)}", f"password={quote(password or '')}"]
+    for key, value in (extra or {}).items():
+        lines.append(f"{key}={quote(value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def quote_identifier(name):
+    return "`" + name.replace("`", "``") + "`"
+
+
+# ==========================================================================
+# Part 2: runtime (Docker, PyMySQL, subprocesses)
+# ==========================================================================
+
+
+def docker_api(docker_host=None, timeout=120):
+    if not HAS_DOCKER:
+        raise BackupError("the Docker SDK for Python is missing on the server (Debian: python3-docker)")
+    base_url = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        return docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
+    except DockerException as exc:
+        raise BackupError(f"cannot reach the Docker engine at {base_url}: {exc}") from exc
+
+
+class _FrameReader:
+    """Read Docker's multiplexed stream (8-byte frame headers) from a raw socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.eof = False
+
+    def _fill(self, size):
+        while len(self.buf) < size and not self.eof:
+            data = self.sock.recv(max(CHUNK, size - len(self.buf)))
+            if not data:
+                self.eof = True
+            self.buf += data
+        return len(self.buf) >= size
+
+    def __iter__(self):
+        while self._fill(8):
+            stream, size = self.buf[0], struct.unpack(">I", self.buf[4:8])[0]
+            if not self._fill(8 + size):
+                return
+            data = bytes(self.buf[8 : 8 + size])
+            del self.buf[: 8 + size]
+            yield stream, data
+
+
+class ExecStream:
+    """A process started in a container with ``docker exec``, its output streamed.
+
+    Uses the low-level API only: ``exec_create`` + ``exec_start(socket=True)`` +
+    ``exec_inspect`` (present in Docker SDK 5.0.3). stdin, when attached, is the
+    socket itself; ``close_stdin`` half-closes it so the process sees EOF.
+    """
+
+    def __init__(self, api, container, cmd, stdin=False, environment=None, user=""):
+        self.api = api
+        self.tool = os.path.basename(cmd[0])
+        self.stderr = bytearray()
+        try:
+            self.exec_id = api.exec_create(
+                container,
+                cmd,
+                stdin=stdin,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                environment=environment,
+                user=user,
+            )["Id"]
+            self._raw = api.exec_start(self.exec_id, socket=True)
+        except DockerException as exc:
+            raise BackupError(f"cannot run {self.tool} in container {container}: {exc}") from exc
+        self.sock = getattr(self._raw, "_sock", self._raw)
+        self.sock.settimeout(None)
+
+    def stdout_chunks(self):
+        for stream, data in _FrameReader(self.sock):
+            if stream == 2:
+                self.stderr += data
+                del self.stderr[:-STDERR_KEEP]
+            else:
+                yield data
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def close_stdin(self):
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def stderr_text(self):
+        return self.stderr.decode("utf-8", "replace")
+
+    def exit_code(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.api.exec_inspect(self.exec_id)
+            if not info.get("Running"):
+                return info.get("ExitCode")
+            if time.monotonic() >= deadline:
+                raise BackupError(f"{self.tool} is still running in the container after its output ended")
+            time.sleep(0.05)
+
+    def kill(self):
+        """Stop the process (it runs on this host: exec_inspect's Pid is a host pid)."""
+        with contextlib.suppress(Exception):
+            info = self.api.exec_inspect(self.exec_id)
+            pid = info.get("Pid")
+            if info.get("Running") and pid:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    if self.tool.encode() in handle.read():
+                        os.kill(pid, signal.SIGTERM)
+        self.close()
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.sock.close()
+        with contextlib.suppress(Exception):
+            self._raw.close()
+
+
+def run_in_container(api, container, cmd, stdin_data=None, environment=None):
+    """Run a short command; return ``(exit_code, stdout_bytes, stderr_text)``."""
+    stream = ExecStream(api, container, cmd, stdin=stdin_data is not None, environment=environment)
+    try:
+        if stdin_data is not None:
+            stream.send(stdin_data)
+            stream.close_stdin()
+        out = b"".join(stream.stdout_chunks())
+        return stream.exit_code(), out, stream.stderr_text()
+    finally:
+        stream.close()
+
+
+def put_file(api, container, directory, name, data, mode=0o600):
+    """Place a file in the container through the archive API (no command line, no log)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    try:
+        api.put_archive(container, directory, buf.getvalue())
+    except DockerException as exc:
+        raise BackupError(f"cannot write a file into {container}:{directory}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def container_tempdir(api, container):
+    """A private directory made by ``mktemp -d`` in the container, removed afterwards."""
+    code, out, err = run_in_container(api, container, ["mktemp", "-d"])
+    path = out.decode().strip()
+    if code != 0 or not path.startswith("/"):
+        raise BackupError(f"cannot make a temporary directory in container {container}: {err.strip()}")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(Exception):
+            run_in_container(api, container, ["rm", "-rf", path])
+
+
+@contextlib.contextmanager
+def container_credentials(api, container, user, password, extra=None):
+    """A mode-0600 ``--defaults-extra-file`` in a private temp dir of the container, removed afterwards."""
+    with container_tempdir(api, container) as directory:
+        put_file(api, container, directory, "client.cnf", option_file(user, password, extra))
+        yield f"{directory}/client.cnf"
+
+
+def detect_tools(api, container):
+    """Which client tools the container has: dump, client and binlog (names)."""
+    script = (
+        'for t in mariadb-dump mysqldump mariadb mysql mariadb-binlog mysqlbinlog; do command -v "$t" || true; done'
+    )
+    code, out, err = run_in_container(api, container, ["sh", "-c", script])
+    found = {os.path.basename(p) for p in out.decode().split()}
+
+    def pick(*names):
+        return next((n for n in names if n in found), None)
+
+    tools = {
+        "dump": pick("mariadb-dump", "mysqldump"),
+        "client": pick("mariadb", "mysql"),
+        "binlog": pick("mariadb-binlog", "mysqlbinlog"),
+    }
+    if code != 0 or not tools["dump"] or not tools["client"]:
+        raise BackupError(f"container {container} has neither mariadb-dump nor mysqldump (or no client) {err.strip()}")
+    return tools
+
+
+def inspect_container(api, container):
+    try:
+        info = api.inspect_container(container)
+    except DockerException as exc:
+        raise BackupError(f"container {container} not found or not inspectable: {exc}") from exc
+    if not info.get("State", {}).get("Running"):
+        raise BackupError(f"container {container} is not running")
+    return info
+
+
+# ---- PyMySQL --------------------------------------------------------------
+
+
+def connect(login, database=None):
+    if not HAS_PYMYSQL:
+        raise BackupError("PyMySQL is missing on the server (Debian: python3-pymysql)")
+    kwargs = {
+        "user": login["login_user"],
+        "password": login.get("login_password") or "",
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": int(login.get("connect_timeout") or 10),
+    }
+    if login.get("login_host"):
+        kwargs.update(host=login["login_host"], port=int(login.get("login_port") or 3306))
+        where = f"{login['login_host']}:{kwargs['port']}"
+    else:
+        kwargs["unix_socket"] = login["login_unix_socket"]
+        where = login["login_unix_socket"]
+    if database:
+        kwargs["database"] = database
+    try:
+        return pymysql.connect(**kwargs)
+    except pymysql.err.MySQLError as exc:
+        raise BackupError(f"cannot connect to MySQL as {login['login_user']} via {where}: {exc}") from exc
+
+
+def query_one(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()
+
+
+def server_facts(conn, database):
+    version = query_one(conn, "SELECT VERSION()")[0]
+    log_bin = bool(int(query_one(conn, "SELECT @@log_bin")[0]))
+    schema = query_one(
+        conn,
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA"
+        " WHERE SCHEMA_NAME = %s",
+        (database,),
+    )
+    return {
+        "version": version,
+        "log_bin": log_bin,
+        "exists": schema is not None,
+        "charset": schema[0] if schema else None,
+        "collation": schema[1] if schema else None,
+    }
+
+
+def count_rows(conn, database, tables):
+    counts = {}
+    with conn.cursor() as cur:
+        for table in tables:
+            cur.execute(f"SELECT COUNT(*) FROM {quote_identifier(database)}.{quote_identifier(table)}")  # noqa: S608
+            counts[table] = int(cur.fetchone()[0])
+    return counts
+
+
+def database_tables(conn, database):
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
+            (database,),
+        )
+        return sorted(row[0] for row in cur.fetchall())
+
+
+def recreate_database(conn, database, charset=None, collation=None, log_to_binlog=False):
+    with conn.cursor() as cur:
+        if not log_to_binlog:
+            cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute(f"DROP DATABASE IF EXISTS {quote_identifier(database)}")
+        options = ""
+        if charset and re.match(r"^\w+$", charset):
+            options += f" CHARACTER SET {charset}"
+        if collation and re.match(r"^\w+$", collation):
+            options += f" COLLATE {collation}"
+        cur.execute(f"CREATE DATABASE {quote_identifier(database)}{options}")
+
+
+# ---- Compression pipeline -------------------------------------------------
+
+
+def resolve_compression(requested, warn):
+    if requested == "zstd" and not shutil.which("zstd"):
+        warn("the zstd binary is missing on the server: compressing with gzip instead (install zstd)")
+        requested = "gzip"
+    if not shutil.which(COMPRESSIONS[requested]["compress"][0]):
+        raise BackupError(f"the {requested} binary is missing on the server")
+    return requested
+
+
+def _open_partial(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def _reap(proc):
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=30)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def spawn_chain(commands, stack, stdin=None):
+    """Start ``commands`` as a shell-less pipeline; ``stack`` reaps them and their stderr files.
+
+    Returns ``(procs, errfiles)``; read the output from ``procs[-1].stdout``.
+    """
+    procs, errfiles = [], []
+    upstream = stdin
+    for cmd in commands:
+        errfile, name = tempfile.mkstemp(prefix="mysql-backup-stderr-")
+        os.unlink(name)
+        stack.callback(os.close, errfile)
+        proc = subprocess.Popen(cmd, stdin=upstream, stdout=subprocess.PIPE, stderr=errfile)
+        stack.callback(_reap, proc)
+        if procs:
+            procs[-1].stdout.close()
+        procs.append(proc)
+        errfiles.append(errfile)
+        upstream = proc.stdout
+    return procs, errfiles
+
+
+def chain_errors(procs, errfiles, ignore=()):
+    """Describe the first process of a finished chain that failed, or None."""
+    for proc, errfile in zip(procs, errfiles, strict=True):
+        if proc.returncode not in (0, *ignore):
+            size = os.lseek(errfile, 0, os.SEEK_END)
+            text = os.pread(errfile, STDERR_KEEP, max(0, size - STDERR_KEEP)).decode("utf-8", "replace").strip()
+            return f"{proc.args[0]} failed with code {proc.returncode}: {text}"
+    return None
+
+
+class CompressPipeline:
+    """stdin -> compressor [-> age] -> partial file, sha256 computed on the way."""
+
+    def __init__(self, commands, out_path):
+        self.out_path = out_path
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.error = None
+        self.sink = None
+        self.stack = contextlib.ExitStack()
+        self.handle = _open_partial(out_path)
+        try:
+            self.procs, self.errfiles = spawn_chain(commands, self.stack, stdin=subprocess.PIPE)
+        except OSError:
+            self.abort()
+            raise
+        self.sink = threading.Thread(target=self._drain, daemon=True)
+        self.sink.start()
+
+    def _drain(self):
+        out = self.procs[-1].stdout
+        try:
+            while True:
+                chunk = out.read1(CHUNK)
+                if not chunk:
+                    break
+                self.handle.write(chunk)
+                self.digest.update(chunk)
+                self.size += len(chunk)
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        except OSError as exc:
+            self.error = exc
+            for proc in self.procs:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+
+    def _raise_sink_error(self):
+        if self.error is not None:
+            raise BackupError(describe_os_error(self.error, self.out_path)) from self.error
+
+    def write(self, data):
+        try:
+            self.procs[0].stdin.write(data)
+        except (BrokenPipeError, ValueError) as exc:
+            self.sink.join()
+            self._raise_sink_error()
+            for proc in self.procs:
+                proc.wait()
+            raise BackupError(f"the compressor stopped early: {chain_errors(self.procs, self.errfiles)}") from exc
+
+    def finish(self):
+        """Close the input, wait, fsync; return ``(sha256, compressed_bytes)``."""
+        with contextlib.suppress(BrokenPipeError):
+            self.procs[0].stdin.close()
+        for proc in self.procs:
+            proc.wait()
+        self.sink.join()
+        self._raise_sink_error()
+        try:
+            self.handle.close()
+        except OSError as exc:
+            raise BackupError(describe_os_error(exc, self.out_path)) from exc
+        problem = chain_errors(self.procs, self.errfiles)
+        if problem:
+            raise BackupError(problem)
+        self.stack.close()
+        return self.digest.hexdigest(), self.size
+
+    def abort(self):
+        """Stop everything and remove the partial file."""
+        for proc in getattr(self, "procs", []):
+            with contextlib.suppress(OSError):
+                proc.kill()
+        if self.sink is not None:
+            self.sink.join(timeout=30)
+        self.stack.close()
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.out_path)
+
+
+# ---- Backup ---------------------------------------------------------------
+
+
+def server_image(container_info):
+    return {
+        "container": container_info.get("Name", "").lstrip("/"),
+        "image": container_info.get("Config", {}).get("Image"),
+        "image_id": container_info.get("Image"),
+    }
+
+
+def run_backup(
+    api,
+    login,
+    *,
+    container,
+    database,
+    backup_dir,
+    kind,
+    label="",
+    compression="zstd",
+    min_size_bytes=1024,
+    encrypt_recipient_file=None,
+    warn=lambda _msg: None,
+):
+    """Take one backup into ``backup_dir`` and return its manifest (with ``path``).
+
+    The caller holds ``backup_dir_lock``. Nothing is left under a final name
+    unless the dump succeeded, ended with its trailer and is big enough.
+    """
+    for name in remove_stale_partials(backup_dir):
+        warn(f"removed {name} left by an interrupted backup")
+    compression = resolve_compression(compression, warn)
+    commands = [COMPRESSIONS[compression]["compress"]]
+    encryption = None
+    if encrypt_recipient_file:
+        if not shutil.which("age"):
+            raise BackupError("encrypt_recipient_file is set but the age binary is missing on the server (apt: age)")
+        if not os.path.isfile(encrypt_recipient_file):
+            raise BackupError(f"encrypt_recipient_file {encrypt_recipient_file} does not exist")
+        commands.append(["age", "-R", encrypt_recipient_file])
+        encryption = {"tool": "age", "recipients_file": encrypt_recipient_file}
+
+    info = inspect_container(api, container)
+    tools = detect_tools(api, container)
+    conn = connect(login)
+    try:
+        facts = server_facts(conn, database)
+    finally:
+        conn.close()
+    if not facts["exists"]:
+        raise BackupError(f"database {database} does not exist on the server in {container}")
+    if not facts["log_bin"]:
+        warn("binary logging is off on the server: this backup has no binlog position (no point-in-time recovery)")
+
+    started = utcnow()
+    clock = time.monotonic()
+    backup_id = make_backup_id(started, kind, lambda c: any(n.startswith(c + ".") for n in os.listdir(backup_dir)))
+    file_name = dump_file_name(backup_id, compression, encrypted=encryption is not None)
+    final_path = os.path.join(backup_dir, file_name)
+    partial_path = final_path + ".partial"
+    flags = dump_flags(facts["version"], facts["log_bin"])
+    scan = DumpScanner()
+
+    with container_credentials(api, container, login["login_user"], login.get("login_password")) as cnf:
+        try:
+            pipeline = CompressPipeline(commands, partial_path)
+        except OSError as exc:
+            raise BackupError(describe_os_error(exc, partial_path)) from exc
+        stream = None
+        try:
+            stream = ExecStream(api, container, [tools["dump"], f"--defaults-extra-file={cnf}", *flags, database])
+            for data in stream.stdout_chunks():
+                scan.feed(data)
+                pipeline.write(data)
+            sha256, compressed_bytes = pipeline.finish()
+            exit_code = stream.exit_code()
+            scan.finish()
+            problem = check_dump(scan, exit_code, min_size_bytes, tools["dump"], stream.stderr_text())
+            if problem:
+                raise BackupError(problem)
+            os.replace(partial_path, final_path)
+            fsync_dir(backup_dir)
+        except BaseException as exc:
+            pipeline.abort()
+            if stream is not None:
+                stream.kill()
+            if isinstance(exc, OSError):
+                raise BackupError(describe_os_error(exc, partial_path)) from exc
+            raise
+        finally:
+            if stream is not None:
+                stream.close()
+
+    finished = utcnow()
+    manifest = build_manifest(
+        backup_id=backup_id,
+        database=database,
+        file_name=file_name,
+        kind=kind,
+        label=label,
+        started=started,
+        finished=finished,
+        duration=time.monotonic() - clock,
+        compression=compression,
+        encryption=encryption,
+        sha256=sha256,
+        compressed_bytes=compressed_bytes,
+        scan=scan,
+        server={
+            **server_image(info),
+            "version": facts["version"],
+            "charset": facts["charset"],
+            "collation": facts["collation"],
+        },
+        tool={"name": tools["dump"], "flags": flags},
+    )
+    try:
+        atomic_write_json(os.path.join(backup_dir, f"{backup_id}.json"), manifest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(final_path)
+        raise
+    return {**manifest, "path": final_path, "manifest_path": os.path.join(backup_dir, f"{backup_id}.json")}
+
+
+def apply_retention(backup_dir, database, policy):
+    """Prune per ``policy`` (caller holds the lock); return the pruned ids."""
+    entries = list_backups(backup_dir, database)
+    _, prune = plan_retention(entries, policy, database)
+    by_id = {e["id"]: e for e in entries}
+    for backup_id in prune:
+        remove_backup(backup_dir, by_id[backup_id])
+    return prune
+
+
+# ---- Restore --------------------------------------------------------------
+
+
+def load_backup(backup_dir, backup, database=None, warn=lambda _msg: None):
+    """Resolve ``backup`` (an id or ``latest``) and verify it; return ``(entry, sha256)``.
+
+    ``latest`` is the newest complete backup whose checksum verifies; corrupt ones
+    are skipped with a warning. An explicit id must have a valid manifest and a
+    matching checksum, else BackupError and nothing is changed.
+    """
+    entries = list_backups(backup_dir, database)
+    if backup == "latest":
+        for entry in entries:
+            if entry["status"] != "complete":
+                continue
+            ok, actual, message = verify_backup_file(entry["path"], entry["manifest"])
+            if ok:
+                return entry, actual
+            warn(message.replace("; nothing was changed", "; skipped"))
+        raise BackupError(f"no complete backup with a valid checksum in {backup_dir}; nothing was changed")
+    if parse_backup_id(backup) is None:
+        raise BackupError(f"{backup!r} is not a backup id (such as 20261126T091108Z-manual) nor 'latest'")
+    entry = next((e for e in list_backups(backup_dir) if e["id"] == backup), None)
+    if entry is None:
+        raise BackupError(f"backup {backup} not found in {backup_dir}; nothing was changed")
+    if entry["manifest"] is None:
+        raise BackupError(f"backup {backup} has no manifest (it never finished); nothing was changed")
+    if entry["status"] != "complete":
+        raise BackupError(
+            f"backup {backup} is not usable ({entry['status']}: {'; '.join(entry['problems'])}); nothing was changed"
+        )
+    ok, actual, message = verify_backup_file(entry["path"], entry["manifest"])
+    if not ok:
+        raise BackupError(message)
+    return entry, actual
+
+
+def decompress_commands(manifest, path, identity_file=None):
+    commands = []
+    if manifest.get("encryption"):
+        if not identity_file:
+            raise BackupError(f"backup {manifest['id']} is encrypted with age: set decrypt_identity_file")
+        if not shutil.which("age"):
+            raise BackupError("the age binary is missing on the server (apt: age)")
+        commands.append(["age", "-d", "-i", identity_file, path])
+        commands.append(COMPRESSIONS[manifest["compression"]]["decompress"])
+    else:
+        commands.append([*COMPRESSIONS[manifest["compression"]]["decompress"], path])
+    if not shutil.which(commands[-1][0]):
+        raise BackupError(f"the {commands[-1][0]} binary is missing on the server")
+    return commands
+
+
+def pump_into_exec(stream, chunks):
+    """Write ``chunks`` to the exec's stdin while a thread drains its output."""
+    output = bytearray()
+
+    def drain():
+        for data in stream.stdout_chunks():
+            output.extend(data)
+            del output[:-STDERR_KEEP]
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        for chunk in chunks:
+            if not reader.is_alive():
+                break  # the process ended: stop feeding it
+            stream.send(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the process ended early; its exit code tells why
+    finally:
+        stream.close_stdin()
+    reader.join()
+    return bytes(output)
+
+
+def _process_chunks(procs):
+    out = procs[-1].stdout
+    while True:
+        chunk = out.read1(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def restore_stream(api, container, client, cnf, database, commands, log_to_binlog=False):
+    """Decompress on the server and pipe into the client inside ``container``."""
+    cmd = [client, f"--defaults-extra-file={cnf}", "--max-allowed-packet=1G"]
+    if not log_to_binlog:
+        cmd.append("--init-command=SET SESSION sql_log_bin=0")
+    cmd.append(database)
+    with contextlib.ExitStack() as stack:
+        procs, errfiles = spawn_chain(commands, stack)
+        stream = ExecStream(api, container, cmd, stdin=True)
+        stack.callback(stream.close)
+        pump_into_exec(stream, _process_chunks(procs))
+        code = stream.exit_code()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()  # the client stopped reading: its exit code says why
+            proc.wait()
+        problem = chain_errors(procs, errfiles, ignore=(-signal.SIGKILL, -signal.SIGPIPE))
+    if problem:
+        raise BackupError(problem)
+    if code != 0:
+        detail = stream.stderr_text().strip()[-800:]
+        raise BackupError(f"{client} exited with code {code} while loading the dump: {detail}")
+
+
+def replay_binlogs(api, container, tools, cnf, conn, database, manifest, stop_at, backup_dir, log_to_binlog=False):
+    """Replay the binlog events of ``database`` from the backup's position up to ``stop_at``."""
+    binlog = manifest.get("binlog")
+    if not binlog:
+        raise BackupError(f"backup {manifest['id']} has no binlog position (binary logging was off): no PITR")
+    if stop_at <= parse_iso(manifest["started_at"]):
+        raise BackupError(f"stop_datetime {iso(stop_at)} is before backup {manifest['id']} was taken")
+    if not tools.get("binlog"):
+        raise BackupError(f"container {container} has no mariadb-binlog/mysqlbinlog")
+    with conn.cursor() as cur:
+        cur.execute("SHOW BINARY LOGS")
+        server_files = [row[0] for row in cur.fetchall()]
+        cur.execute("SELECT @@log_bin_basename")
+        basename = cur.fetchone()[0]
+    shipped_dir = os.path.join(backup_dir, "binlogs")
+    shipped = sorted(os.listdir(shipped_dir)) if os.path.isdir(shipped_dir) else []
+    sequence = binlog_sequence(binlog["file"], server_files, shipped)
+    with contextlib.ExitStack() as stack:
+        paths = []
+        upload_dir = None
+        for name, source in sequence:
+            if source == "server":
+                paths.append(os.path.join(os.path.dirname(basename), name))
+                continue
+            if upload_dir is None:
+                upload_dir = stack.enter_context(container_tempdir(api, container))
+            with open(os.path.join(shipped_dir, name), "rb") as handle:
+                put_file(api, container, upload_dir, name, handle.read())
+            paths.append(f"{upload_dir}/{name}")
+        reader_cmd = [
+            tools["binlog"],
+            f"--start-position={binlog['position']}",
+            f"--stop-datetime={stop_at:%Y-%m-%d %H:%M:%S}",
+            f"--database={database}",
+            *paths,
+        ]
+        writer_cmd = [tools["client"], f"--defaults-extra-file={cnf}", "--max-allowed-packet=1G"]
+        if not log_to_binlog:
+            writer_cmd.append("--init-command=SET SESSION sql_log_bin=0")
+        reader = ExecStream(api, container, reader_cmd, environment={"TZ": "UTC"})
+        stack.callback(reader.close)
+        writer = ExecStream(api, container, writer_cmd, stdin=True)
+        stack.callback(writer.close)
+        pump_into_exec(writer, reader.stdout_chunks())
+        writer_code = writer.exit_code()
+        if writer_code != 0:
+            reader.kill()
+            detail = writer.stderr_text().strip()[-800:]
+            raise BackupError(f"replaying binlogs failed ({tools['client']} exited with code {writer_code}): {detail}")
+        reader_code = reader.exit_code()
+        if reader_code != 0:
+            detail = reader.stderr_text().strip()[-800:]
+            raise BackupError(f"{tools['binlog']} exited with code {reader_code}: {detail}")
+    return {"from": binlog, "stop_datetime": iso(stop_at), "files": [name for name, _ in sequence]}
+
+
+# ---- Drill ----------------------------------------------------------------
+
+
+def _wait_for_server(login, container_id, api, timeout):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        state = api.inspect_container(container_id)["State"]
+        if not state.get("Running"):
+            logs = api.logs(container_id, tail=20).decode(errors="replace")
+            raise BackupError(f"the drill container stopped (exit {state.get('ExitCode')}): {logs.strip()[-800:]}")
+        try:
+            conn = connect(login)
+        except BackupError as exc:
+            last = exc
+            time.sleep(0.5)
+            continue
+        # the image's entrypoint first runs a temporary server without networking
+        if int(query_one(conn, "SELECT @@skip_networking")[0]) == 0:
+            return conn
+        conn.close()
+        time.sleep(0.5)
+    raise BackupError(f"the drill server did not become ready within {timeout} s: {last}")
+
+
+def run_drill(api, *, container, entry, identity_file=None, smoke_query, timeout=300):
+    """Restore ``entry`` into a throwaway container of the same image and check it."""
+    manifest = entry["manifest"]
+    info = inspect_container(api, container)
+    image_id = info.get("Image")
+    tools = detect_tools(api, container)
+    commands = decompress_commands(manifest, entry["path"], identity_file)
+    password = secrets.token_urlsafe(24)
+    name = f"{info.get('Name', '/' + container).lstrip('/')}-drill-{secrets.token_hex(4)}"
+    sockdir = tempfile.mkdtemp(prefix="mysql-drill-")
+    login = {
+        "login_user": "root",
+        "login_password": password,
+        "login_unix_socket": os.path.join(sockdir, "mysqld.sock"),
+    }
+    result = {
+        "id": manifest["id"],
+        "status": "failed",
+        "started_at": iso(utcnow()),
+        "image": info.get("Config", {}).get("Image"),
+        "image_id": image_id,
+        "container": name,
+    }
+    clock = time.monotonic()
+    container_id = None
+    try:
+        created = api.create_container(
+            image_id,
+            command=info.get("Config", {}).get("Cmd"),
+            name=name,
+            environment={"MYSQL_ROOT_PASSWORD": password},
+            labels={"montaiguillon.backup-drill": manifest["id"]},
+            host_config=api.create_host_config(binds=[f"{sockdir}:/run/mysqld:rw"], network_mode="none"),
+        )
+        container_id = created["Id"]
+        api.start(container_id)
+        conn = _wait_for_server(login, container_id, api, timeout)
+        result["startup_seconds"] = round(time.monotonic() - clock, 3)
+        try:
+            server = manifest.get("server") or {}
+            recreate_database(conn, manifest["database"], server.get("charset"), server.get("collation"))
+            restore_clock = time.monotonic()
+            with container_credentials(api, container_id, "root", password) as cnf:
+                restore_stream(api, container_id, tools["client"], cnf, manifest["database"], commands)
+            actual = count_rows(conn, manifest["database"], manifest["row_counts"])
+            result["restore_seconds"] = round(time.monotonic() - restore_clock, 3)
+            result["row_counts"] = actual
+            result["mismatches"] = compare_row_counts(manifest["row_counts"], actual)
+            with conn.cursor() as cur:
+                cur.execute(f"USE {quote_identifier(manifest['database'])}")
+                cur.execute(smoke_query)
+                rows = cur.fetchmany(5)
+            result["smoke_query"] = smoke_query
+            result["smoke_result"] = [[str(v) if v is not None else None for v in row] for row in rows]
+        finally:
+            conn.close()
+        result["status"] = "failed" if result["mismatches"] else "passed"
+    except BackupError as exc:
+        result["error"] = str(exc)
+    except (DockerException, OSError) as exc:
+        result["error"] = f"drill failed: {exc}"
+    except Exception as exc:
+        if HAS_PYMYSQL and isinstance(exc, pymysql.err.MySQLError):
+            result["error"] = f"drill query failed: {exc}"
+        else:
+            raise
+    finally:
+        if container_id is not None:
+            with contextlib.suppress(Exception):
+                api.remove_container(container_id, v=True, force=True)
+        shutil.rmtree(sockdir, ignore_errors=True)
+    result["finished_at"] = iso(utcnow())
+    result["total_seconds"] = round(time.monotonic() - clock, 3)
+    return result
+
+
+def record_drill(backup_dir, entry, result):
+    """Write ``{id}.drill.json`` and set the manifest's ``verified`` (caller holds the lock)."""
+    backup_id = entry["id"]
+    atomic_write_json(os.path.join(backup_dir, f"{backup_id}.drill.json"), result)
+    manifest = _read_json(entry["manifest_path"])
+    manifest["verified"] = result["status"] == "passed"
+    manifest["last_drill"] = {
+        "status": result["status"],
+        "at": result["finished_at"],
+        "restore_seconds": result.get("restore_seconds"),
+    }
+    atomic_write_json(entry["manifest_path"], manifest)
+    return manifest

@@ -1,0 +1,407 @@
+#!/usr/bin/python
+"""Ansible module: take a checked, compressed backup of a MySQL/MariaDB database that runs in a container."""
+
+DOCUMENTATION = r"""
+---
+module: mysql_backup
+short_description: Back up a MySQL/MariaDB database running in a Docker container, with retention
+description:
+  - Streams C(mariadb-dump) (or C(mysqldump)) from inside the database container through Docker exec,
+    with C(--single-transaction) so writes are never blocked, and the binlog and GTID position in the
+    dump header (C(--master-data=2 --gtid) on MariaDB, C(--source-data=2) on MySQL 8.0.26 and later).
+  - Compresses on the server as the bytes arrive (C(zstd), or C(gzip)), optionally encrypts with C(age),
+    and writes C({backup_dir}/{id}.sql.zst.partial), renamed to its final name only after fsync and checks.
+    No uncompressed copy ever touches the disk; the sha256 is computed while writing.
+  - Checks the dump's exit code, its C(-- Dump completed) trailer and a minimum size. A failed backup
+    (including a full disk) removes its partial file and leaves earlier backups untouched.
+  - Writes a manifest C({id}.json) beside the dump, atomically. It records the server image and version,
+    binlog file, position and GTID, sizes, sha256, per-table row counts, timings, tool and flags, kind and label.
+    Row counts are counted in the dump stream itself, so they belong to the same snapshot as the data.
+  - Applies the retention policy only after the new backup is complete and checked. The newest
+    backup and the newest drill-verified one (see M(mysql_restore) C(mode=drill)) are never pruned.
+  - Credentials reach the dump tool through a mode 0600 C(--defaults-extra-file) placed in a private
+    C(mktemp -d) directory of the container through the Docker archive API and removed afterwards; they are
+    never on a command line.
+  - With O(state=list), lists the backups (newest first) with their manifests and drill results.
+  - Backups, restores and pruning of one O(backup_dir) are serialised by a lock file C({backup_dir}/.lock).
+version_added: "0.1.0"
+author: Montaiguillon infrastructure
+options:
+  state:
+    description:
+      - V(present) takes a backup then applies retention.
+      - V(list) only lists the backups in O(backup_dir).
+    type: str
+    choices: [present, list]
+    default: present
+  backup_dir:
+    description:
+      - Directory holding the backups on the server. Created (mode 0700) when missing.
+    type: path
+    required: true
+  database:
+    description:
+      - Database to back up. Required with O(state=present); with O(state=list), only lists its backups.
+    type: str
+  container:
+    description: Name or id of the running database container.
+    type: str
+    default: mysql
+  kind:
+    description: Why this backup is taken; part of its id and recorded in the manifest.
+    type: str
+    choices: [scheduled, manual, pre-deploy, safety]
+    default: manual
+  label:
+    description: Free text recorded in the manifest, for example the release id of a deploy.
+    type: str
+    default: ""
+  compression:
+    description:
+      - Compressor run on the server. V(zstd) falls back to V(gzip) with a warning when the binary is missing.
+    type: str
+    choices: [zstd, gzip]
+    default: zstd
+  min_size_bytes:
+    description: An uncompressed dump smaller than this is an error (an empty or broken dump).
+    type: int
+    default: 1024
+  encrypt_recipient_file:
+    description:
+      - Path on the server of an C(age) recipients file (public keys). When set, the compressed dump is
+        piped through C(age -R) and the file ends in C(.age). Fails when the C(age) binary is missing.
+    type: path
+  retention:
+    description:
+      - Which complete backups of O(database) to keep; the others are deleted after a successful backup.
+      - Periods are counted in UTC and only periods that have a backup count, as in restic.
+    type: dict
+    default: {}
+    suboptions:
+      keep_last:
+        description: Keep this many newest backups whatever their age.
+        type: int
+        default: 3
+      daily:
+        description: Keep the newest backup of each of this many most recent days.
+        type: int
+        default: 7
+      weekly:
+        description: Keep the newest backup of each of this many most recent ISO weeks.
+        type: int
+        default: 4
+      monthly:
+        description: Keep the newest backup of each of this many most recent months.
+        type: int
+        default: 6
+  prune:
+    description: Apply O(retention) after the backup. V(false) keeps everything.
+    type: bool
+    default: true
+  verify_checksums:
+    description: With O(state=list), also hash every dump and report C(checksum_ok) (reads every file).
+    type: bool
+    default: false
+  lock_timeout:
+    description: Seconds to wait for another backup or restore of O(backup_dir) to finish.
+    type: int
+    default: 600
+  login_user:
+    description: Database user, for the dump inside the container and for queries.
+    type: str
+    default: root
+  login_password:
+    description: Password of O(login_user).
+    type: str
+  login_unix_socket:
+    description:
+      - Socket on the server for queries; the container's C(/run/mysqld) bind-mounted from the host.
+    type: path
+    default: /run/montaiguillon/mysql/mysqld.sock
+  login_host:
+    description: Host for queries over TCP instead of O(login_unix_socket).
+    type: str
+  login_port:
+    description: Port with O(login_host).
+    type: int
+    default: 3306
+  connect_timeout:
+    description: Seconds to wait for a database connection.
+    type: int
+    default: 10
+  docker_host:
+    description: Docker engine URL; defaults to E(DOCKER_HOST) or the local socket.
+    type: str
+requirements:
+  - Docker SDK for Python 5.0.3 or later (Debian python3-docker)
+  - PyMySQL 1.0.2 or later (Debian python3-pymysql)
+  - zstd or gzip on the server; age when O(encrypt_recipient_file) is set
+  - the database container has mariadb-dump or mysqldump, a client, sh, and a writable /tmp
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Connects and reads only; reports the backup it would take and the backups retention would prune.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  idempotent:
+    support: none
+    details: Every run with O(state=present) takes a new backup (C(changed=true)); O(state=list) never changes anything.
+notes:
+  - Consistency with C(--single-transaction) covers transactional (InnoDB) tables only.
+  - Backup files are mode 0600; the dump holds every row of the database.
+  - A killed run can leave C(*.partial) files; the next backup removes them (under the lock).
+seealso:
+  - module: mysql_restore
+"""
+
+EXAMPLES = r"""
+- name: Take the nightly backup
+  mysql_backup:
+    backup_dir: /var/backups/montaiguillon/mysql
+    database: montaiguillon
+    container: mysql
+    kind: scheduled
+    login_password: "{{ mysql_root_password }}"
+    retention:
+      daily: 7
+      weekly: 4
+      monthly: 6
+
+- name: Back up before a deploy, linked to the release
+  mysql_backup:
+    backup_dir: /var/backups/montaiguillon/mysql
+    database: montaiguillon
+    kind: pre-deploy
+    label: "{{ release_id }}"
+    login_password: "{{ mysql_root_password }}"
+  register: predeploy_backup
+
+- name: List the backups
+  mysql_backup:
+    state: list
+    backup_dir: /var/backups/montaiguillon/mysql
+    database: montaiguillon
+  register: backups
+"""
+
+RETURN = r"""
+backup:
+  description: Manifest of the backup taken (O(state=present)); in check mode only the planned id and file.
+  returned: state is present
+  type: dict
+  sample:
+    id: 20261126T091108Z-manual
+    status: complete
+    database: montaiguillon
+    file: 20261126T091108Z-manual.sql.zst
+    path: /var/backups/montaiguillon/mysql/20261126T091108Z-manual.sql.zst
+    manifest_path: /var/backups/montaiguillon/mysql/20261126T091108Z-manual.json
+    kind: manual
+    label: ""
+    started_at: "2026-11-26T09:11:08Z"
+    finished_at: "2026-11-26T09:11:09Z"
+    duration_seconds: 0.84
+    compression: zstd
+    encryption: null
+    sha256: 3f1c...
+    compressed_bytes: 1532
+    uncompressed_bytes: 6210
+    server:
+      container: mysql
+      image: montaiguillon/mariadb:10.11
+      image_id: sha256:47e0...
+      version: 10.11.19-MariaDB-0+deb12u1-log
+      charset: utf8mb4
+      collation: utf8mb4_general_ci
+    binlog: {file: mysql-bin.000001, position: 2218, gtid: 0-1-8}
+    tool: {name: mariadb-dump, flags: [--single-transaction, --quick, "..."]}
+    row_counts: {users: 3, orders: 12}
+    row_counts_source: dump
+    verified: false
+pruned:
+  description: Ids of the backups deleted by retention (in check mode, those that would be).
+  returned: state is present
+  type: list
+  elements: str
+backups:
+  description: Backups in O(backup_dir), newest first.
+  returned: state is list
+  type: list
+  elements: dict
+  contains:
+    id: {description: Backup id, type: str}
+    taken_at: {description: UTC time from the id, type: str}
+    status:
+      description: complete, incomplete (no manifest), invalid, failed, missing-file or size-mismatch.
+      type: str
+    problems: {description: What is wrong when not complete, type: list}
+    path: {description: Dump file, type: str}
+    manifest: {description: The manifest, type: dict}
+    drill: {description: The last drill record, or null, type: dict}
+    checksum_ok: {description: With O(verify_checksums), whether the sha256 matches, type: bool}
+latest_good:
+  description: Id of the newest complete backup (checksum verified too with O(verify_checksums)), or null.
+  returned: state is list
+  type: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.mysql_backup_lib import (
+    DEFAULT_RETENTION,
+    BackupError,
+    apply_retention,
+    backup_dir_lock,
+    connect,
+    docker_api,
+    dump_file_name,
+    inspect_container,
+    iso,
+    latest_good,
+    list_backups,
+    make_backup_id,
+    plan_retention,
+    public_entry,
+    run_backup,
+    server_facts,
+    utcnow,
+    verify_backup_file,
+)
+
+LOGIN_KEYS = ("login_user", "login_password", "login_unix_socket", "login_host", "login_port", "connect_timeout")
+
+
+def argument_spec():
+    return {
+        "state": {"type": "str", "choices": ["present", "list"], "default": "present"},
+        "backup_dir": {"type": "path", "required": True},
+        "database": {"type": "str"},
+        "container": {"type": "str", "default": "mysql"},
+        "kind": {"type": "str", "choices": ["scheduled", "manual", "pre-deploy", "safety"], "default": "manual"},
+        "label": {"type": "str", "default": ""},
+        "compression": {"type": "str", "choices": ["zstd", "gzip"], "default": "zstd"},
+        "min_size_bytes": {"type": "int", "default": 1024},
+        "encrypt_recipient_file": {"type": "path"},
+        "retention": {
+            "type": "dict",
+            "default": {},
+            "options": {key: {"type": "int", "default": value} for key, value in DEFAULT_RETENTION.items()},
+        },
+        "prune": {"type": "bool", "default": True},
+        "verify_checksums": {"type": "bool", "default": False},
+        "lock_timeout": {"type": "int", "default": 600},
+        "login_user": {"type": "str", "default": "root"},
+        "login_password": {"type": "str", "no_log": True},
+        "login_unix_socket": {"type": "path", "default": "/run/montaiguillon/mysql/mysqld.sock"},
+        "login_host": {"type": "str"},
+        "login_port": {"type": "int", "default": 3306},
+        "connect_timeout": {"type": "int", "default": 10},
+        "docker_host": {"type": "str"},
+    }
+
+
+class BackupManager:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.login = {key: self.params[key] for key in LOGIN_KEYS}
+
+    def list(self):
+        entries = list_backups(self.params["backup_dir"], self.params["database"])
+        result = []
+        good = None
+        for entry in entries:
+            item = public_entry(entry)
+            if self.params["verify_checksums"] and entry["status"] == "complete":
+                ok, _, message = verify_backup_file(entry["path"], entry["manifest"])
+                item["checksum_ok"] = ok
+                if not ok:
+                    item["problems"] = [*item["problems"], message.replace("; nothing was changed", "")]
+                if ok and good is None:
+                    good = entry["id"]
+            result.append(item)
+        if not self.params["verify_checksums"]:
+            newest = latest_good(entries)
+            good = newest["id"] if newest else None
+        return {"changed": False, "backups": result, "latest_good": good}
+
+    def plan(self):
+        """Check mode: read-only probes, then what would be written and pruned."""
+        params = self.params
+        api = docker_api(params["docker_host"])
+        inspect_container(api, params["container"])
+        conn = connect(self.login)
+        try:
+            facts = server_facts(conn, params["database"])
+        finally:
+            conn.close()
+        if not facts["exists"]:
+            raise BackupError(f"database {params['database']} does not exist on the server in {params['container']}")
+        now = utcnow()
+        backup_dir = params["backup_dir"]
+        existing = os.listdir(backup_dir) if os.path.isdir(backup_dir) else []
+        backup_id = make_backup_id(now, params["kind"], lambda c: any(n.startswith(c + ".") for n in existing))
+        file_name = dump_file_name(backup_id, params["compression"], bool(params["encrypt_recipient_file"]))
+        pruned = []
+        if params["prune"]:
+            entries = list_backups(backup_dir, params["database"])
+            _, pruned = plan_retention(entries, params["retention"], params["database"], extra=(backup_id, now))
+        backup = {
+            "id": backup_id,
+            "status": "planned",
+            "database": params["database"],
+            "file": file_name,
+            "path": os.path.join(backup_dir, file_name),
+            "kind": params["kind"],
+            "label": params["label"],
+            "started_at": iso(now),
+        }
+        return {"changed": True, "backup": backup, "pruned": pruned}
+
+    def present(self):
+        params = self.params
+        if not params["database"]:
+            self.module.fail_json(msg="database is required with state=present")
+        if self.module.check_mode:
+            return self.plan()
+        backup_dir = params["backup_dir"]
+        try:
+            os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise BackupError(f"cannot create backup_dir {backup_dir}: {exc.strerror}") from exc
+        api = docker_api(params["docker_host"])
+        with backup_dir_lock(backup_dir, params["lock_timeout"]):
+            backup = run_backup(
+                api,
+                self.login,
+                container=params["container"],
+                database=params["database"],
+                backup_dir=backup_dir,
+                kind=params["kind"],
+                label=params["label"],
+                compression=params["compression"],
+                min_size_bytes=params["min_size_bytes"],
+                encrypt_recipient_file=params["encrypt_recipient_file"],
+                warn=self.module.warn,
+            )
+            pruned = apply_retention(backup_dir, params["database"], params["retention"]) if params["prune"] else []
+        return {"changed": True, "backup": backup, "pruned": pruned}
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    manager = BackupManager(module)
+    try:
+        result = manager.list() if module.params["state"] == "list" else manager.present()
+    except BackupError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
