@@ -151,7 +151,11 @@ def entry(release, image_id, outcome="success"):
         ([entry("A", IMG_A), entry("B", IMG_B)], "B", "A"),
         ([entry("A", IMG_A), entry("B", IMG_B), entry("C", IMG_C)], "C", "B"),
         # failed and rolled-back attempts never went live: skipped
-        ([entry("A", IMG_A), entry("X", IMG_C, "failed"), entry("Y", IMG_C, "rolled_back"), entry("B", IMG_B)], "B", "A"),
+        (
+            [entry("A", IMG_A), entry("X", IMG_C, "failed"), entry("Y", IMG_C, "rolled_back"), entry("B", IMG_B)],
+            "B",
+            "A",
+        ),
         # A, B, rollback to A: rolling back again returns to B
         ([entry("A", IMG_A), entry("B", IMG_B), entry("A", IMG_A, "rollback")], "A", "B"),
         ([entry("A", IMG_A)], "A", None),

@@ -156,7 +156,7 @@ def test_pull_error_event_is_a_failure():
 def test_pull_transport_error_is_a_failure():
     client = mock.Mock()
     client.api.pull.side_effect = api_error("Get https://ghcr.io/v2/: dial tcp: lookup ghcr.io: no such host", 500)
-    with pytest.raises(DockerError, match="pull of ghcr.io/x/site:1 failed: .*no such host"):
+    with pytest.raises(DockerError, match=r"pull of ghcr\.io/x/site:1 failed: .*no such host"):
         DockerEngine(client).pull("ghcr.io/x/site:1")
 
 

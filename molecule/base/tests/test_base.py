@@ -1,0 +1,88 @@
+"""What a server looks like after the base role."""
+
+import socket
+import subprocess
+
+import pytest
+
+
+def test_deploy_user_has_exactly_its_key_and_sudo(host):
+    deploy = host.user("deploy")
+    assert deploy.exists
+    keys = host.file("/home/deploy/.ssh/authorized_keys")
+    assert keys.mode == 0o600
+    assert keys.content_string.strip().endswith("molecule")
+    assert len(keys.content_string.strip().splitlines()) == 1
+    assert host.run("sudo -n -l -U deploy").stdout.count("NOPASSWD: ALL") == 1
+
+
+def test_user_without_sudo_has_none(host):
+    assert host.user("alice").exists
+    assert not host.file("/etc/sudoers.d/montaiguillon-alice").exists
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("permitrootlogin", "no"), ("passwordauthentication", "no"), ("kbdinteractiveauthentication", "no")],
+)
+def test_sshd_effective_settings(host, option, value):
+    effective = host.run("sshd -T").stdout.splitlines()
+    assert f"{option} {value}" in effective
+
+
+def test_sshd_is_running(host):
+    assert host.service("ssh").is_running
+
+
+def _instance_address(host):
+    name = host.ansible.get_variables()["inventory_hostname"]
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return out[0]
+
+
+def _connects(address, port):
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_firewall_allows_ssh_and_drops_other_ports(host):
+    """From outside (this test runs on the host), only allowed ports answer."""
+    host.run("systemd-run --unit=probe-8081 python3 -m http.server 8081")
+    host.run("systemd-run --unit=probe-80 python3 -m http.server 80")
+    try:
+        waited = host.run("for i in $(seq 50); do ss -ltn | grep -q ':8081 ' && ss -ltn | grep -q ':80 ' && exit 0; sleep 0.1; done; exit 1")
+        assert waited.rc == 0, "the probe servers did not start"
+        address = _instance_address(host)
+        assert _connects(address, 22)
+        assert _connects(address, 80)
+        assert not _connects(address, 8081)
+        # From the server itself (loopback) everything still works.
+        assert host.run("python3 -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:8081/')\"").rc == 0
+    finally:
+        host.run("systemctl stop probe-8081 probe-80")
+
+
+def test_firewall_survives_reboot_as_a_service(host):
+    svc = host.service("montaiguillon-firewall")
+    assert svc.is_enabled
+    assert host.run("systemctl is-active montaiguillon-firewall").stdout.strip() == "active"
+
+
+def test_automatic_security_updates(host):
+    assert host.package("unattended-upgrades").is_installed
+    periodic = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
+    assert 'Unattended-Upgrade "1"' in periodic
+
+
+def test_time_and_logs(host):
+    assert host.file("/etc/localtime").linked_to == "/usr/share/zoneinfo/Etc/UTC"
+    assert host.service("systemd-timesyncd").is_enabled
+    assert "SystemMaxUse=500M" in host.file("/etc/systemd/journald.conf.d/montaiguillon.conf").content_string

@@ -1,0 +1,88 @@
+"""The Docker engine after the docker role, and the firewall in front of it."""
+
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+PROBE_IMAGE = "lab-registry:5000/montaiguillon/mariadb:10.11"
+
+
+def test_engine_runs_and_starts_at_boot(host):
+    docker = host.service("docker")
+    assert docker.is_running
+    assert docker.is_enabled
+    assert host.run("docker info --format '{{.ServerVersion}}'").rc == 0
+
+
+def test_daemon_settings(host):
+    settings = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert settings["live-restore"] is True
+    assert settings["log-driver"] == "json-file"
+    assert settings["log-opts"] == {"max-size": "10m", "max-file": "5"}
+    effective = json.loads(host.run("docker info --format '{{json .}}'").stdout)
+    assert effective["LiveRestoreEnabled"] is True
+    assert effective["LoggingDriver"] == "json-file"
+
+
+def test_python_sdk_for_modules(host):
+    assert host.run("python3 -c 'import docker, requests'").rc == 0
+
+
+def test_deploy_user_may_use_docker(host):
+    assert "docker" in host.user("deploy").groups
+
+
+def _instance_address(host):
+    name = host.ansible.get_variables()["inventory_hostname"]
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return out[0]
+
+
+def _connects(address, port):
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def published_container(host):
+    """A container inside the server publishing an allowed and a forbidden port."""
+    host.run("docker rm -f fw-probe")
+    run = host.run(
+        f"docker run -d --name fw-probe -e MYSQL_ALLOW_EMPTY_ROOT_PASSWORD=1 -p 80:3306 -p 8082:3306 {PROBE_IMAGE}"
+    )
+    assert run.rc == 0, run.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if host.run("docker exec fw-probe mysqladmin ping -h 127.0.0.1 --protocol=tcp --silent").rc == 0:
+            break
+        time.sleep(1)
+    yield
+    host.run("docker rm -f fw-probe")
+
+
+def test_docker_published_ports_obey_the_firewall(host, published_container):
+    """The well-known trap: Docker's DNAT bypasses INPUT rules; DOCKER-USER must catch it."""
+    address = _instance_address(host)
+    assert _connects(address, 80), "an allowed published port must be reachable"
+    assert not _connects(address, 8082), "a published port outside the allowed list must be dropped"
+    # From the server itself the container still answers on both.
+    assert host.run("python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8082), 2)\"").rc == 0
+
+
+def test_firewall_rules_survive_a_docker_restart(host):
+    host.run("systemctl restart docker")
+    rules = host.run("iptables -S DOCKER-USER").stdout
+    assert "--ctorigdstport 80 -j RETURN" in rules
+    assert "-j DROP" in rules
+    assert host.run("iptables -C FORWARD -j DOCKER-USER").rc == 0
