@@ -6,10 +6,10 @@ Part 1 is pure logic (only the local file system): backup ids, manifests,
 retention, atomic files, checksums, listing and the dump scanner. It is what the
 unit tests cover most.
 
-Part 2 is the runtime: Docker exec streams (Docker SDK 5.0.3 API only), the
-PyMySQL connection (1.0.2 API only), the backup pipeline, restore streaming,
-point-in-time replay and restore drills. The generic Docker helpers here are
-meant to move to ``docker_common`` once that exists.
+Part 2 is the runtime: Docker exec streams (low-level API of Docker SDK 5.0.3:
+``exec_create``/``exec_start(socket=True)``/``exec_inspect``/``put_archive``;
+the client comes from ``docker_common``), the PyMySQL connection (1.0.2 API),
+the backup pipeline, restore streaming, point-in-time replay and drills.
 
 Everything that fails raises ``BackupError`` with a message fit for an operator;
 messages never hold a password or a command line that holds one.
@@ -47,6 +47,8 @@ except ImportError:  # pragma: no cover - reported by the modules
     docker = None
     DockerException = Exception
     HAS_DOCKER = False
+
+from ansible.module_utils.docker_common import DockerError, get_client
 
 try:
     import pymysql
@@ -153,7 +155,9 @@ def select_retention(backups, policy, protect=()):
     ``protect`` are always kept.
     """
     ordered = sorted(
-        ((bid, when.astimezone(dt.UTC)) for bid, when in backups), key=lambda b: (b[1], b[0]), reverse=True
+        ((bid, when.astimezone(dt.UTC)) for bid, when in backups),
+        key=lambda b: (b[1], id_sort_key(b[0])),
+        reverse=True,
     )
     keep = {bid for bid, _ in ordered[: max(0, int(policy.get("keep_last") or 0))]}
     for name, bucket in _BUCKETS:
@@ -185,13 +189,13 @@ def plan_retention(entries, policy, database, extra=None):
         pairs.append(extra)
     if not pairs:
         return [], []
-    newest = max(pairs, key=lambda p: (p[1], p[0]))[0]
+    newest = max(pairs, key=lambda p: (p[1], id_sort_key(p[0])))[0]
     protect = {newest}
-    verified = [(e["taken_at"], e["id"]) for e in candidates if e["manifest"].get("verified") is True]
+    verified = [e for e in candidates if e["manifest"].get("verified") is True]
     if verified:
-        protect.add(max(verified)[1])
+        protect.add(max(verified, key=lambda e: (e["taken_at"], id_sort_key(e["id"])))["id"])
     keep = select_retention(pairs, policy, protect)
-    order = sorted(pairs, key=lambda p: (p[1], p[0]), reverse=True)
+    order = sorted(pairs, key=lambda p: (p[1], id_sort_key(p[0])), reverse=True)
     return [bid for bid, _ in order if bid in keep], [bid for bid, _ in order if bid not in keep]
 
 
@@ -552,7 +556,7 @@ class DumpScanner:
 
     _INSERT = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES")
     _CREATE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \(")
-    _STRING = re.compile(rb"'(?:[^'\\]|\\.)*'", re.S)
+    _STRING = re.compile(rb"'[^'\\]*(?:\\.[^'\\]*)*'", re.S)
     _POSITION = re.compile(
         rb"^-- CHANGE (?:MASTER|REPLICATION SOURCE) TO (?:MASTER|SOURCE)_LOG_FILE='([^']+)',"
         rb" (?:MASTER|SOURCE)_LOG_POS=(\d+)"
@@ -572,30 +576,15 @@ class DumpScanner:
         self._pending = bytearray()
         self._insert_table = None
         self._tail = b""
-        self._last_line = b""
 
     def feed(self, data):
         self.total_bytes += len(data)
         self._tail = (self._tail + data)[-256:]
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                self._pending += data[start:]
-                return
-            if self._pending:
-                self._pending += data[start:end]
-                line = bytes(self._pending)
-                self._pending.clear()
-            else:
-                line = data[start:end]
-            self._line(line)
-            start = end + 1
+        self._pending += data
+        self._process(final=False)
 
     def finish(self):
-        if self._pending:
-            self._line(bytes(self._pending))
-            self._pending.clear()
+        self._process(final=True)
         return self
 
     @property
@@ -607,16 +596,41 @@ class DumpScanner:
     def _name(raw):
         return raw.replace(b"``", b"`").decode("utf-8", "replace")
 
-    def _rows(self, segment):
-        stripped = self._STRING.sub(b"", segment)
+    def _process(self, final):
+        buf = self._pending
+        pos = 0
+        while pos < len(buf):
+            if self._insert_table is not None:
+                # Rows of an INSERT: whole lines at once. The statement ends at the
+                # first ";" that ends a line (a string never holds a raw newline).
+                end = buf.find(b";\n", pos)
+                if end >= 0:
+                    self._rows(buf[pos : end + 1])
+                    pos = end + 2
+                    continue
+                last = len(buf) - 1 if final else buf.rfind(b"\n", pos)
+                if last >= 0:
+                    self._rows(buf[pos : last + 1])
+                    pos = last + 1
+                break
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                if final:
+                    self._line(bytes(buf[pos:]))
+                    pos = len(buf)
+                break
+            self._line(bytes(buf[pos:end]))
+            pos = end + 1
+        del buf[:pos]
+
+    def _rows(self, block):
+        stripped = self._STRING.sub(b"", block)
         self.row_counts[self._insert_table] = self.row_counts.get(self._insert_table, 0) + stripped.count(b"(")
         if stripped.rstrip().endswith(b";"):
             self._insert_table = None
 
     def _line(self, line):
-        if self._insert_table is not None:
-            self._rows(line)
-        elif line.startswith(b"INSERT INTO `"):
+        if line.startswith(b"INSERT INTO `"):
             match = self._INSERT.match(line)
             if match:
                 self._insert_table = self._name(match[1])
@@ -754,13 +768,11 @@ def quote_identifier(name):
 
 
 def docker_api(docker_host=None, timeout=120):
-    if not HAS_DOCKER:
-        raise BackupError("the Docker SDK for Python is missing on the server (Debian: python3-docker)")
-    base_url = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    """The low-level APIClient (exec sockets need it) of docker_common's checked client."""
     try:
-        return docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
-    except DockerException as exc:
-        raise BackupError(f"cannot reach the Docker engine at {base_url}: {exc}") from exc
+        return get_client(docker_host, timeout=timeout).api
+    except DockerError as exc:
+        raise BackupError(str(exc)) from exc
 
 
 class _FrameReader:
@@ -888,6 +900,23 @@ def put_file(api, container, directory, name, data, mode=0o600):
         api.put_archive(container, directory, buf.getvalue())
     except DockerException as exc:
         raise BackupError(f"cannot write a file into {container}:{directory}: {exc}") from exc
+
+
+def tar_stream(name, path, mode=0o600):
+    """Yield a one-file tar archive of ``path`` chunk by chunk (no copy in memory or on disk)."""
+    size = os.path.getsize(path)
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, mode, int(time.time())
+    yield info.tobuf(format=tarfile.GNU_FORMAT)
+    left = size
+    with open(path, "rb") as handle:
+        while left:
+            chunk = handle.read(min(CHUNK, left))
+            if not chunk:
+                raise BackupError(f"{path} shrank while it was being sent")
+            left -= len(chunk)
+            yield chunk
+    yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
 @contextlib.contextmanager
@@ -1255,8 +1284,11 @@ def run_backup(
             pipeline.abort()
             if stream is not None:
                 stream.kill()
+            kept = "the partial file was removed; earlier backups are untouched"
             if isinstance(exc, OSError):
-                raise BackupError(describe_os_error(exc, partial_path)) from exc
+                raise BackupError(f"{describe_os_error(exc, partial_path)} ({kept})") from exc
+            if isinstance(exc, BackupError):
+                raise BackupError(f"{exc} ({kept})") from exc
             raise
         finally:
             if stream is not None:
@@ -1440,8 +1472,10 @@ def replay_binlogs(api, container, tools, cnf, conn, database, manifest, stop_at
                 continue
             if upload_dir is None:
                 upload_dir = stack.enter_context(container_tempdir(api, container))
-            with open(os.path.join(shipped_dir, name), "rb") as handle:
-                put_file(api, container, upload_dir, name, handle.read())
+            try:
+                api.put_archive(container, upload_dir, tar_stream(name, os.path.join(shipped_dir, name)))
+            except DockerException as exc:
+                raise BackupError(f"cannot copy the shipped binlog {name} into {container}: {exc}") from exc
             paths.append(f"{upload_dir}/{name}")
         reader_cmd = [
             tools["binlog"],

@@ -58,7 +58,8 @@ def test_firewall_allows_ssh_and_drops_other_ports(host):
     host.run("systemd-run --unit=probe-8081 python3 -m http.server 8081")
     host.run("systemd-run --unit=probe-80 python3 -m http.server 80")
     try:
-        waited = host.run("for i in $(seq 50); do ss -ltn | grep -q ':8081 ' && ss -ltn | grep -q ':80 ' && exit 0; sleep 0.1; done; exit 1")
+        listening = "ss -ltn | grep -q ':8081 ' && ss -ltn | grep -q ':80 '"
+        waited = host.run(f"for i in $(seq 50); do {listening} && exit 0; sleep 0.1; done; exit 1")
         assert waited.rc == 0, "the probe servers did not start"
         address = _instance_address(host)
         assert _connects(address, 22)
