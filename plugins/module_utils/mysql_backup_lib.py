@@ -1529,6 +1529,15 @@ def _wait_for_server(login, container_id, api, timeout):
     raise BackupError(f"the drill server did not become ready within {timeout} s: {last}")
 
 
+def config_binds(container_info):
+    """The server configuration bind-mounted into the source container (under /etc/mysql), read-only."""
+    return [
+        f"{mount['Source']}:{mount['Destination']}:ro"
+        for mount in container_info.get("Mounts") or []
+        if mount.get("Type") == "bind" and str(mount.get("Destination", "")).startswith("/etc/mysql")
+    ]
+
+
 def run_drill(api, *, container, entry, identity_file=None, smoke_query, timeout=300):
     """Restore ``entry`` into a throwaway container of the same image and check it."""
     manifest = entry["manifest"]
@@ -1561,7 +1570,9 @@ def run_drill(api, *, container, entry, identity_file=None, smoke_query, timeout
             name=name,
             environment={"MYSQL_ROOT_PASSWORD": password},
             labels={"montaiguillon.backup-drill": manifest["id"]},
-            host_config=api.create_host_config(binds=[f"{sockdir}:/run/mysqld:rw"], network_mode="none"),
+            host_config=api.create_host_config(
+                binds=[f"{sockdir}:/run/mysqld:rw", *config_binds(info)], network_mode="none"
+            ),
         )
         container_id = created["Id"]
         api.start(container_id)

@@ -1,0 +1,129 @@
+"""Lab smoke test: the lab from nothing, provisioned, idempotent, and robust to bad input.
+
+Runs against the local lab (127.0.0.1 only). Tests run in file order: each
+builds on the state the previous one left.
+"""
+
+import subprocess
+import time
+
+import pytest
+from labtools import ROOT, on_server
+
+pytestmark = pytest.mark.lab
+
+SERVERS = {"dev.site": ("lab-dev-site", "test"), "site.com": ("lab-site-com", "prod")}
+
+
+def sql(container, environment, lab_secret, query):
+    password = lab_secret(environment, "vault_mysql_root_password")
+    return on_server(
+        container, "docker", "exec", "-e", f"MYSQL_PWD={password}", "mysql",
+        "mariadb", "-uroot", "-N", "-B", "montaiguillon", "-e", query, check=False,
+    )  # fmt: skip
+
+
+def test_lab_comes_up_from_nothing(playbook):
+    down = playbook("playbooks/lab.yml", "-e", "lab_state=absent")
+    assert down.rc == 0, down.output
+    for container, _ in SERVERS.values():
+        assert subprocess.run(["docker", "inspect", container], capture_output=True).returncode != 0
+    up = playbook("playbooks/lab.yml")
+    assert up.rc == 0, up.output
+    again = playbook("playbooks/lab.yml")
+    assert again.rc == 0, again.output
+    assert again.changed() == {"localhost": 0}
+
+
+def test_first_provision(playbook):
+    run = playbook("site.yml")
+    assert run.rc == 0, run.output[-4000:]
+    assert set(run.recap) == set(SERVERS)
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values())
+
+
+def test_second_run_changes_nothing(playbook):
+    run = playbook("site.yml")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed() == {"dev.site": 0, "site.com": 0}
+
+
+def test_check_mode_reports_no_change(playbook):
+    run = playbook("site.yml", "--check")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed() == {"dev.site": 0, "site.com": 0}
+
+
+@pytest.mark.parametrize("host", list(SERVERS))
+def test_sql_through_the_database_container(host, lab_secret):
+    container, environment = SERVERS[host]
+    out = sql(container, environment, lab_secret, "SELECT DATABASE(), @@log_bin")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["montaiguillon", "1"]
+
+
+def test_environments_have_their_own_secrets(lab_secret):
+    assert lab_secret("test", "vault_mysql_root_password") != lab_secret("prod", "vault_mysql_root_password")
+    for environment in ("test", "prod"):
+        secrets = ROOT / "inventories/lab/group_vars" / environment / "secrets.yml"
+        assert secrets.stat().st_mode & 0o777 == 0o600
+
+
+def test_ssh_is_hardened_on_the_lab_servers():
+    for container, _ in SERVERS.values():
+        effective = on_server(container, "sshd", "-T").stdout.splitlines()
+        assert "permitrootlogin no" in effective
+        assert "passwordauthentication no" in effective
+
+
+def test_database_survives_a_server_restart(playbook, lab_secret):
+    container, environment = SERVERS["site.com"]
+    write = sql(
+        container, environment, lab_secret,
+        "CREATE TABLE IF NOT EXISTS smoke (id INT PRIMARY KEY, note TEXT); REPLACE INTO smoke VALUES (1, 'kept');",
+    )  # fmt: skip
+    assert write.returncode == 0, write.stderr
+    subprocess.run(["docker", "restart", "-t", "30", container], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        out = sql(container, environment, lab_secret, "SELECT note FROM smoke WHERE id = 1")
+        if out.returncode == 0:
+            break
+        time.sleep(1)
+    assert out.stdout.strip() == "kept", out.stderr
+    # The firewall came back with the server, and nothing drifted.
+    rules = on_server(container, "iptables", "-S", "DOCKER-USER").stdout
+    assert "--ctorigdstport 443 -j RETURN" in rules
+    run = playbook("site.yml", "-l", "prod")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed() == {"site.com": 0}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("site_environment=staging", "unknown environment 'staging'"),
+        ("base_ssh_port=70000", "base_ssh_port must be between 1 and 65535"),
+        ("mysql_image=Not/An:Image:!", "mysql_image must be an image reference"),
+        ("vault_mysql_app_password=short", "mysql_app_password must have at least 12 characters"),
+        ("docker_log_max_file=many", "docker_log_max_file"),
+    ],
+)
+def test_bad_input_fails_before_any_change(playbook, extra, message):
+    run = playbook("site.yml", "-l", "test", "-e", extra)
+    assert run.rc != 0
+    assert message in run.output
+    assert "PLAY [Provision the servers]" not in run.output
+    assert run.changed() == {"dev.site": 0}
+
+
+def test_missing_vault_secret_is_named(playbook, tmp_path):
+    """An inventory whose secrets file lacks one secret fails in the preflight, naming it."""
+    inventory = tmp_path / "lab"
+    subprocess.run(["cp", "-a", str(ROOT / "inventories/lab"), str(inventory)], check=True)
+    secrets = inventory / "group_vars/test/secrets.yml"
+    secrets.write_text("".join(line for line in secrets.read_text().splitlines(True) if "app_password" not in line))
+    run = playbook("site.yml", "-i", str(inventory / "hosts.yml"), "-l", "test")
+    assert run.rc != 0
+    assert "missing secret vault_mysql_app_password" in run.output
+    assert "PLAY [Provision the servers]" not in run.output

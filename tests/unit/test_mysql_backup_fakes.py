@@ -1,0 +1,378 @@
+"""Fakes for the backup/restore tests (Docker low-level API, PyMySQL), and tests of the exec plumbing.
+
+The fake Docker API answers ``exec_start(socket=True)`` with one end of a real
+socketpair and writes Docker's multiplexed frames on the other end, so the
+module's frame reader, stdin half-close and exit-code logic run for real.
+"""
+
+import io
+import re
+import socket
+import struct
+import tarfile
+import threading
+
+import pytest
+from ansible.module_utils import mysql_backup_lib as lib
+
+MARIADB_DUMP = b"""/*M!999999\\- enable the sandbox mode */
+-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)
+--
+-- Host: localhost    Database: app
+-- ------------------------------------------------------
+-- Server version\t10.11.19-MariaDB-0+deb12u1-log
+
+/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
+-- CHANGE MASTER TO MASTER_USE_GTID=slave_pos;
+--
+-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000001', MASTER_LOG_POS=2218;
+
+--
+-- Table structure for table `empty_t`
+--
+
+DROP TABLE IF EXISTS `empty_t`;
+CREATE TABLE `empty_t` (
+  `id` int(11) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+
+LOCK TABLES `empty_t` WRITE;
+UNLOCK TABLES;
+
+DROP TABLE IF EXISTS `users`;
+CREATE TABLE `users` (
+  `id` int(11) NOT NULL AUTO_INCREMENT,
+  `name` varchar(100) DEFAULT NULL,
+  `bio` text DEFAULT NULL,
+  `avatar` blob DEFAULT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB AUTO_INCREMENT=4 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+
+LOCK TABLES `users` WRITE;
+INSERT INTO `users` VALUES
+(1,'a','x),(y\\'z\\n(',0x00FF27),
+(2,'b',NULL,NULL),
+(3,'c\\'d','),(;','',0x01);
+INSERT INTO `users` VALUES
+(4,'(((','\\\\',NULL);
+UNLOCK TABLES;
+
+--
+-- Temporary table structure for view `v_users`
+--
+/*!50001 CREATE VIEW `v_users` AS SELECT
+ NULL AS `id`,
+ NULL AS `name` */;
+
+DROP TABLE IF EXISTS `we``ird`;
+CREATE TABLE `we``ird` (
+  `id` int(11) NOT NULL
+) ENGINE=InnoDB;
+INSERT INTO `we``ird` VALUES
+(1),
+(2);
+
+--
+-- The deferred gtid setting for slave corresponding to the master-data CHANGE-MASTER follows
+--
+-- SET GLOBAL gtid_slave_pos='0-1-8';
+/*!40111 SET SQL_NOTES=@OLD_SQL_NOTES */;
+
+-- Dump completed on 2026-11-26  9:11:08
+"""
+MARIADB_COUNTS = {"empty_t": 0, "users": 4, "we`ird": 2}
+
+MYSQL_DUMP = b"""-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)
+-- Server version\t8.0.36
+SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-23';
+-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='binlog.000007', SOURCE_LOG_POS=157;
+CREATE TABLE `orders` (
+  `id` int NOT NULL
+) ENGINE=InnoDB;
+INSERT INTO `orders` VALUES (1,'x\\'),(y'),(2,'a;b'),(3,NULL);
+INSERT INTO `orders` VALUES (4,'last');
+-- Dump completed on 2026-11-26 10:00:00
+"""
+MYSQL_COUNTS = {"orders": 4}
+
+TOOLS_OUT = b"/usr/bin/mariadb-dump\n/usr/bin/mysqldump\n/usr/bin/mariadb\n/usr/bin/mariadb-binlog\n"
+PASSWORD = 's3cr"et\\pw'
+
+
+def frame(stream, data):
+    return bytes([stream, 0, 0, 0]) + struct.pack(">I", len(data)) + data
+
+
+def pad_dump(dump, size):
+    """Make a dump bigger (a comment block) so it passes min_size checks."""
+    filler = b"-- padding " + b"x" * 60 + b"\n"
+    head, _, tail = dump.partition(b"\n")
+    return head + b"\n" + filler * (size // len(filler) + 1) + tail
+
+
+def untar(data):
+    if not isinstance(data, bytes | bytearray):
+        data = b"".join(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: (tar.extractfile(m).read(), m.mode) for m in tar.getmembers()}
+
+
+class FakeAPI:
+    """The subset of docker.APIClient the backup code uses, scripted per command."""
+
+    def __init__(self, dump=MARIADB_DUMP, running=True):
+        self.dump = dump
+        self.dump_err = b""
+        self.dump_code = 0
+        self.client_err = b""
+        self.client_code = 0
+        self.binlog_out = b"# binlog events\n"
+        self.running = running
+        self.execs = {}
+        self.commands = []
+        self.envs = []
+        self.files = {}
+        self.loaded = []
+        self.removed_dirs = []
+        self.created = []
+        self.removed_containers = []
+        self.frame_size = 1000
+
+    # exec ----------------------------------------------------------------
+    def exec_create(self, container, cmd, stdout=True, stderr=True, stdin=False, tty=False, environment=None, user=""):
+        exec_id = f"exec-{len(self.execs)}"
+        self.execs[exec_id] = {"cmd": cmd, "stdin": stdin, "container": container, "done": threading.Event()}
+        self.commands.append(list(cmd))
+        self.envs.append(environment)
+        return {"Id": exec_id}
+
+    def exec_start(self, exec_id, socket=False, **_kwargs):
+        assert socket, "the backup code must use the raw socket"
+        ours, theirs = _socketpair()
+        record = self.execs[exec_id]
+
+        def run():
+            data = b""
+            if record["stdin"]:
+                chunks = []
+                while True:
+                    piece = theirs.recv(65536)
+                    if not piece:
+                        break
+                    chunks.append(piece)
+                data = b"".join(chunks)
+            out, err, code = self.handle(record["cmd"], data, record)
+            try:
+                for start in range(0, len(out), self.frame_size):
+                    theirs.sendall(frame(1, out[start : start + self.frame_size]))
+                if err:
+                    theirs.sendall(frame(2, err))
+            except OSError:
+                pass
+            record["code"] = code
+            record["done"].set()
+            theirs.close()
+
+        threading.Thread(target=run, daemon=True).start()
+        return ours
+
+    def exec_inspect(self, exec_id):
+        record = self.execs[exec_id]
+        done = record["done"].wait(5)
+        return {"Running": not done, "ExitCode": record.get("code"), "Pid": 0}
+
+    def handle(self, cmd, stdin, record):
+        tool = cmd[0]
+        if tool == "sh":
+            return TOOLS_OUT, b"", 0
+        if tool == "mktemp":
+            return b"/tmp/tmp.fake1\n", b"", 0
+        if tool == "rm":
+            self.removed_dirs.append(cmd[-1])
+            return b"", b"", 0
+        if tool in ("mariadb-dump", "mysqldump"):
+            return self.dump, self.dump_err, self.dump_code
+        if tool in ("mariadb", "mysql"):
+            self.loaded.append(stdin)
+            return b"", self.client_err, self.client_code
+        if tool == "mariadb-binlog":
+            return self.binlog_out, b"", 0
+        return b"", b"unknown command", 127
+
+    # archive, containers --------------------------------------------------
+    def put_archive(self, container, path, data):
+        for name, (content, mode) in untar(data).items():
+            self.files[f"{container}:{path}/{name}"] = (content, mode)
+        return True
+
+    def inspect_container(self, container):
+        if container == "missing":
+            raise lib.DockerException("404 Client Error: No such container: missing")
+        return {
+            "Name": f"/{container}",
+            "Image": "sha256:abc123",
+            "State": {"Running": self.running},
+            "Config": {"Image": "montaiguillon/mariadb:10.11", "Cmd": ["mariadbd", "--log-bin=mysql-bin"]},
+            "Mounts": [
+                {"Type": "bind", "Source": "/etc/montaiguillon/mysql/conf.d", "Destination": "/etc/mysql/conf.d"},
+                {"Type": "bind", "Source": "/run/montaiguillon/mysql", "Destination": "/run/mysqld"},
+                {"Type": "volume", "Name": "mysql-data", "Destination": "/var/lib/mysql"},
+            ],
+        }
+
+    def create_host_config(self, **kwargs):
+        return kwargs
+
+    def create_container(self, image, **kwargs):
+        self.created.append({"image": image, **kwargs})
+        return {"Id": f"drill-{len(self.created)}"}
+
+    def start(self, container_id):
+        return None
+
+    def remove_container(self, container_id, v=False, force=False):
+        self.removed_containers.append((container_id, v, force))
+
+    def logs(self, container_id, tail=20):
+        return b"log line"
+
+
+def _socketpair():
+    return socket.socketpair()
+
+
+class FakeCursor:
+    def __init__(self, conn):
+        self.conn = conn
+        self.result = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql, args=None):
+        self.conn.queries.append((sql, args))
+        if sql == "SELECT VERSION()":
+            self.result = [(self.conn.version,)]
+        elif sql == "SELECT @@log_bin":
+            self.result = [(1 if self.conn.log_bin else 0,)]
+        elif "information_schema.SCHEMATA" in sql:
+            self.result = [("utf8mb4", "utf8mb4_general_ci")] if self.conn.exists else []
+        elif sql.startswith("SELECT COUNT(*) FROM `"):
+            table = re.search(r"\.`((?:[^`]|``)+)`$", sql)[1].replace("``", "`")
+            self.result = [(self.conn.counts.get(table, 0),)]
+        elif sql == "SHOW BINARY LOGS":
+            self.result = [(name, 100) for name in self.conn.binlogs]
+        elif sql == "SELECT @@log_bin_basename":
+            self.result = [("/var/lib/mysql/mysql-bin",)]
+        elif sql == "SELECT @@skip_networking":
+            self.result = [(0,)]
+        else:
+            self.result = [("42",)]
+
+    def fetchone(self):
+        return self.result[0] if self.result else None
+
+    def fetchall(self):
+        return list(self.result)
+
+    def fetchmany(self, size):
+        return list(self.result[:size])
+
+
+class FakeConn:
+    def __init__(self, counts=None, version="10.11.19-MariaDB-0+deb12u1-log", log_bin=True, exists=True):
+        self.counts = dict(MARIADB_COUNTS if counts is None else counts)
+        self.version = version
+        self.log_bin = log_bin
+        self.exists = exists
+        self.binlogs = ["mysql-bin.000001", "mysql-bin.000002"]
+        self.queries = []
+        self.closed = False
+
+    def cursor(self):
+        return FakeCursor(self)
+
+    def close(self):
+        self.closed = True
+
+
+LOGIN = {
+    "login_user": "root",
+    "login_password": PASSWORD,
+    "login_unix_socket": "/run/x.sock",
+    "login_host": None,
+    "login_port": 3306,
+    "connect_timeout": 5,
+}
+
+
+# ---- tests of the exec plumbing ------------------------------------------
+
+
+def test_exec_stream_splits_stdout_and_stderr_and_reports_exit_code():
+    api = FakeAPI()
+    api.dump, api.dump_err, api.dump_code = b"a" * 5000, b"boom", 3
+    stream = lib.ExecStream(api, "mysql", ["mariadb-dump", "app"])
+    out = b"".join(stream.stdout_chunks())
+    assert out == b"a" * 5000
+    assert stream.stderr_text() == "boom"
+    assert stream.exit_code() == 3
+
+
+def test_exec_stream_stdin_is_half_closed_so_the_process_sees_eof():
+    api = FakeAPI()
+    stream = lib.ExecStream(api, "mysql", ["mariadb", "app"], stdin=True)
+    output = lib.pump_into_exec(stream, iter([b"SELECT 1;\n", b"SELECT 2;\n"]))
+    assert output == b""
+    assert api.loaded == [b"SELECT 1;\nSELECT 2;\n"]
+    assert stream.exit_code() == 0
+
+
+def test_frame_reader_handles_frames_split_across_reads():
+    ours, theirs = socket.socketpair()
+    payload = frame(1, b"hello") + frame(2, b"err") + frame(1, b"x" * 70000)
+
+    def send():
+        for i in range(0, len(payload), 7):
+            theirs.sendall(payload[i : i + 7])
+        theirs.close()
+
+    threading.Thread(target=send, daemon=True).start()
+    frames = list(lib._FrameReader(ours))
+    assert frames == [(1, b"hello"), (2, b"err"), (1, b"x" * 70000)]
+
+
+def test_container_credentials_are_a_0600_file_removed_afterwards():
+    api = FakeAPI()
+    with lib.container_credentials(api, "mysql", "root", PASSWORD) as path:
+        assert path == "/tmp/tmp.fake1/client.cnf"
+        content, mode = api.files["mysql:/tmp/tmp.fake1/client.cnf"]
+        assert mode == 0o600
+        assert b'password="s3cr\\"et\\\\pw"' in content
+    assert api.removed_dirs == ["/tmp/tmp.fake1"]
+    assert all(PASSWORD not in " ".join(cmd) for cmd in api.commands)
+
+
+def test_tar_stream_is_a_valid_archive(tmp_path):
+    source = tmp_path / "mysql-bin.000001"
+    source.write_bytes(b"\xfebin" + bytes(range(256)) * 10)
+    files = untar(lib.tar_stream("mysql-bin.000001", str(source)))
+    assert files["mysql-bin.000001"] == (source.read_bytes(), 0o600)
+
+
+def test_detect_tools_prefers_mariadb_names():
+    assert lib.detect_tools(FakeAPI(), "mysql") == {
+        "dump": "mariadb-dump",
+        "client": "mariadb",
+        "binlog": "mariadb-binlog",
+    }
+
+
+@pytest.mark.parametrize("running", [False])
+def test_inspect_container_refuses_a_stopped_container(running):
+    with pytest.raises(lib.BackupError, match="is not running"):
+        lib.inspect_container(FakeAPI(running=running), "mysql")

@@ -1,0 +1,141 @@
+"""The mysql_backup module: arguments, check mode, listing, failures as one clear message."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.testing import patch_module_args
+from test_mysql_backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+
+DUMP = pad_dump(MARIADB_DUMP, 50_000)
+
+
+@pytest.fixture
+def mod(load_module):
+    return load_module("mysql_backup")
+
+
+@pytest.fixture
+def world(mod, monkeypatch, tmp_path):
+    """Fake engine and database wired into the module and the library."""
+
+    class World:
+        api = FakeAPI(dump=DUMP)
+        conn = FakeConn()
+        backup_dir = tmp_path / "backups"
+
+    monkeypatch.setattr(mod, "docker_api", lambda docker_host=None: World.api)
+    monkeypatch.setattr(mod, "connect", lambda login, database=None: World.conn)
+    monkeypatch.setattr(lib, "connect", lambda login, database=None: World.conn)
+    return World
+
+
+def run(mod, capsys, **args):
+    with patch_module_args(args), pytest.raises(SystemExit):
+        mod.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def base(world, **extra):
+    return {
+        "backup_dir": str(world.backup_dir),
+        "database": "app",
+        "login_password": PASSWORD,
+        "compression": "gzip",
+        **extra,
+    }
+
+
+def test_backup_then_list(mod, world, capsys):
+    result = run(mod, capsys, **base(world, kind="pre-deploy", label="r7"))
+    assert result["changed"] is True
+    backup = result["backup"]
+    assert backup["kind"] == "pre-deploy" and backup["label"] == "r7"
+    assert os.path.exists(backup["path"])
+    assert result["pruned"] == []
+    assert PASSWORD not in json.dumps(result)
+    assert oct(world.backup_dir.stat().st_mode & 0o777) == "0o700"
+
+    listing = run(mod, capsys, state="list", backup_dir=str(world.backup_dir), verify_checksums=True)
+    assert listing["changed"] is False
+    assert listing["latest_good"] == backup["id"]
+    assert [(b["id"], b["status"], b["checksum_ok"]) for b in listing["backups"]] == [(backup["id"], "complete", True)]
+
+
+def test_list_flags_a_corrupt_backup_and_picks_the_previous_good_one(mod, world, capsys):
+    first = run(mod, capsys, **base(world, kind="manual"))["backup"]
+    second = run(mod, capsys, **base(world, kind="scheduled"))["backup"]
+    path = Path(second["path"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    plain = run(mod, capsys, state="list", backup_dir=str(world.backup_dir))
+    assert plain["latest_good"] == max(first["id"], second["id"], key=lib.id_sort_key)
+    checked = run(mod, capsys, state="list", backup_dir=str(world.backup_dir), verify_checksums=True)
+    newest, older = checked["backups"]
+    assert newest["checksum_ok"] is False and "sha256 mismatch" in newest["problems"][0]
+    assert checked["latest_good"] == older["id"]
+
+
+def test_check_mode_writes_nothing_and_reports_what_retention_would_prune(mod, world, capsys):
+    ids = [run(mod, capsys, **base(world, kind="manual"))["backup"]["id"] for _ in range(3)]
+    before = sorted(os.listdir(world.backup_dir))
+    commands = len(world.api.commands)
+
+    result = run(
+        mod,
+        capsys,
+        _ansible_check_mode=True,
+        **base(world, retention={"keep_last": 2, "daily": 0, "weekly": 0, "monthly": 0}),
+    )
+    assert result["changed"] is True
+    assert result["backup"]["status"] == "planned"
+    assert result["pruned"] == [ids[1], ids[0]]
+    assert sorted(os.listdir(world.backup_dir)) == before
+    assert not any(c[0] == "mariadb-dump" for c in world.api.commands[commands:])
+
+
+def test_retention_defaults_apply_and_prune_happens_after_the_backup(mod, world, capsys):
+    ids = [run(mod, capsys, **base(world, kind="manual", prune=False))["backup"]["id"] for _ in range(4)]
+    result = run(mod, capsys, **base(world, kind="manual", retention={"keep_last": 1}))
+    # daily 7 keeps the newest of today only; keep_last 1 the new one: the 4 earlier ones go
+    assert sorted(result["pruned"]) == sorted(ids)
+    remaining = {name.split(".")[0] for name in os.listdir(world.backup_dir) if not name.startswith(".")}
+    assert remaining == {result["backup"]["id"]}
+
+
+def test_failures_are_one_message_and_leave_nothing(mod, world, capsys):
+    world.api.dump = b""
+    result = run(mod, capsys, **base(world))
+    assert result["failed"] is True
+    assert "suspiciously small" in result["msg"]
+    assert [n for n in os.listdir(world.backup_dir) if not n.startswith(".")] == []
+
+
+def test_present_needs_a_database(mod, world, capsys):
+    result = run(mod, capsys, backup_dir=str(world.backup_dir))
+    assert result["failed"] is True and "database is required" in result["msg"]
+
+
+def test_password_is_no_log(mod):
+    spec = mod.argument_spec()
+    assert spec["login_password"]["no_log"] is True
+    assert spec["login_unix_socket"]["default"] == "/run/montaiguillon/mysql/mysqld.sock"
+    assert {k: v["default"] for k, v in spec["retention"]["options"].items()} == lib.DEFAULT_RETENTION
+
+
+def test_documentation_matches_the_argument_spec(mod):
+    import yaml
+
+    doc = yaml.safe_load(mod.DOCUMENTATION)
+    spec = mod.argument_spec()
+    assert set(doc["options"]) == set(spec)
+    for name, option in doc["options"].items():
+        assert option.get("default") == spec[name].get("default"), name
+        assert option["type"] == spec[name]["type"], name
+    assert set(doc["attributes"]) >= {"check_mode", "diff_mode", "platform"}
+    yaml.safe_load(mod.EXAMPLES)
+    yaml.safe_load(mod.RETURN)

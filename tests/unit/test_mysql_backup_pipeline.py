@@ -1,0 +1,234 @@
+"""run_backup end to end with a fake Docker engine and a fake PyMySQL; real gzip/zstd subprocesses."""
+
+import errno
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from ansible.module_utils import mysql_backup_lib as lib
+from test_mysql_backup_fakes import LOGIN, MARIADB_COUNTS, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+
+BIG_DUMP = pad_dump(MARIADB_DUMP, 200_000)
+
+
+@pytest.fixture
+def conn(monkeypatch):
+    connection = FakeConn()
+    monkeypatch.setattr(lib, "connect", lambda login, database=None: connection)
+    return connection
+
+
+@pytest.fixture
+def backup_dir(tmp_path):
+    directory = tmp_path / "backups"
+    directory.mkdir()
+    return directory
+
+
+def take(api, backup_dir, warnings=None, **kwargs):
+    options = {"container": "mysql", "database": "app", "kind": "scheduled", "compression": "gzip"}
+    options.update(kwargs)
+    return lib.run_backup(
+        api, LOGIN, backup_dir=str(backup_dir), warn=(warnings if warnings is not None else []).append, **options
+    )
+
+
+def decompress(path):
+    if path.endswith(".gz"):
+        return gzip.decompress(Path(path).read_bytes())
+    return subprocess.run(["zstd", "-dc", path], check=True, capture_output=True).stdout
+
+
+def test_backup_writes_a_checked_dump_and_a_valid_manifest(backup_dir, conn):
+    api = FakeAPI(dump=BIG_DUMP)
+    manifest = take(api, backup_dir, label="release-42")
+
+    path = manifest["path"]
+    assert path == str(backup_dir / f"{manifest['id']}.sql.gz")
+    assert decompress(path) == BIG_DUMP
+    assert manifest["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    assert manifest["compressed_bytes"] == os.path.getsize(path)
+    assert manifest["uncompressed_bytes"] == len(BIG_DUMP)
+    assert manifest["row_counts"] == MARIADB_COUNTS
+    assert manifest["binlog"] == {"file": "mysql-bin.000001", "position": 2218, "gtid": "0-1-8"}
+    assert manifest["server"]["image"] == "montaiguillon/mariadb:10.11"
+    assert manifest["server"]["version"] == "10.11.19-MariaDB-0+deb12u1-log"
+    assert (manifest["kind"], manifest["label"], manifest["status"]) == ("scheduled", "release-42", "complete")
+    on_disk = json.loads((backup_dir / f"{manifest['id']}.json").read_text())
+    assert lib.validate_manifest(on_disk, manifest["id"]) == []
+    assert sorted(os.listdir(backup_dir)) == sorted([f"{manifest['id']}.json", f"{manifest['id']}.sql.gz"])
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_backup_runs_the_dump_with_consistent_flags_and_no_password_on_a_command_line(backup_dir, conn):
+    api = FakeAPI(dump=BIG_DUMP)
+    take(api, backup_dir)
+    dump_cmd = next(c for c in api.commands if c[0] == "mariadb-dump")
+    assert dump_cmd[1] == "--defaults-extra-file=/tmp/tmp.fake1/client.cnf"
+    assert {"--single-transaction", "--quick", "--master-data=2", "--gtid", "--routines"} <= set(dump_cmd)
+    assert dump_cmd[-1] == "app"
+    assert all(PASSWORD not in " ".join(c) for c in api.commands)
+    assert all(env is None or PASSWORD not in json.dumps(env) for env in api.envs)
+    assert api.removed_dirs == ["/tmp/tmp.fake1"]
+
+
+def test_backup_without_binlog_warns_and_records_no_position(backup_dir, conn):
+    conn.log_bin = False
+    dump = BIG_DUMP.replace(b"-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000001', MASTER_LOG_POS=2218;\n", b"")
+    warnings = []
+    manifest = take(FakeAPI(dump=dump), backup_dir, warnings)
+    assert manifest["binlog"] is None
+    assert "--master-data=2" not in manifest["tool"]["flags"]
+    assert any("binary logging is off" in w for w in warnings)
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd binary not installed")
+def test_backup_with_zstd(backup_dir, conn):
+    manifest = take(FakeAPI(dump=BIG_DUMP), backup_dir, compression="zstd")
+    assert manifest["file"].endswith(".sql.zst")
+    assert decompress(manifest["path"]) == BIG_DUMP
+
+
+def test_missing_zstd_falls_back_to_gzip_with_a_warning(backup_dir, conn, monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(lib.shutil, "which", lambda name: None if name == "zstd" else real_which(name))
+    warnings = []
+    manifest = take(FakeAPI(dump=BIG_DUMP), backup_dir, warnings, compression="zstd")
+    assert manifest["compression"] == "gzip"
+    assert manifest["file"].endswith(".sql.gz")
+    assert any("zstd binary is missing" in w for w in warnings)
+
+
+@pytest.fixture
+def earlier(backup_dir, conn):
+    """A good earlier backup that failures must leave untouched."""
+    take(FakeAPI(dump=BIG_DUMP), backup_dir, label="earlier")
+    files = {name: (backup_dir / name).read_bytes() for name in os.listdir(backup_dir)}
+    return files
+
+
+def assert_only(backup_dir, files):
+    assert {name: (backup_dir / name).read_bytes() for name in os.listdir(backup_dir)} == files
+
+
+@pytest.mark.parametrize(
+    ("dump", "code", "stderr", "message"),
+    [
+        (b"", 0, b"", "suspiciously small (0 bytes < min_size_bytes 1024)"),
+        (MARIADB_DUMP[:300], 0, b"", "suspiciously small"),
+        (BIG_DUMP[:-40], 0, b"", "does not end with the '-- Dump completed' trailer"),
+        (
+            BIG_DUMP[:5000],
+            2,
+            b"mariadb-dump: Got error: 1045",
+            "mariadb-dump exited with code 2: mariadb-dump: Got error: 1045",
+        ),
+    ],
+    ids=["empty", "small", "cut", "exit-code"],
+)
+def test_a_bad_dump_fails_and_leaves_earlier_backups_intact(backup_dir, conn, earlier, dump, code, stderr, message):
+    api = FakeAPI(dump=dump)
+    api.dump_code, api.dump_err = code, stderr
+    with pytest.raises(lib.BackupError) as failure:
+        take(api, backup_dir)
+    assert message in str(failure.value)
+    assert "the partial file was removed; earlier backups are untouched" in str(failure.value)
+    assert_only(backup_dir, earlier)
+    assert api.removed_dirs == ["/tmp/tmp.fake1"]  # credentials removed on failure too
+
+
+class FullDisk:
+    """A file that accepts ``room`` bytes then fails like a full disk."""
+
+    def __init__(self, handle, room):
+        self.handle = handle
+        self.room = room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_a_full_disk_fails_cleanly(backup_dir, conn, earlier, monkeypatch):
+    real_open = lib._open_partial
+    monkeypatch.setattr(lib, "_open_partial", lambda path: FullDisk(real_open(path), room=100))
+    api = FakeAPI(dump=pad_dump(MARIADB_DUMP, 3_000_000))
+    with pytest.raises(
+        lib.BackupError, match=r"^no space left on device while writing .*\.sql\.gz\.partial \(the partial"
+    ):
+        take(api, backup_dir)
+    assert_only(backup_dir, earlier)
+
+
+def test_a_failing_manifest_write_removes_the_dump(backup_dir, conn, earlier, monkeypatch):
+    def full(path, document, mode=0o600):
+        raise lib.BackupError(f"no space left on device while writing {path}")
+
+    monkeypatch.setattr(lib, "atomic_write_json", full)
+    with pytest.raises(lib.BackupError, match=r"no space left on device while writing .*json"):
+        take(FakeAPI(dump=BIG_DUMP), backup_dir)
+    assert_only(backup_dir, earlier)
+
+
+def test_stale_partials_are_removed_with_a_warning(backup_dir, conn):
+    (backup_dir / "20200101T000000Z-manual.sql.zst.partial").write_bytes(b"junk")
+    warnings = []
+    take(FakeAPI(dump=BIG_DUMP), backup_dir, warnings)
+    assert not (backup_dir / "20200101T000000Z-manual.sql.zst.partial").exists()
+    assert any("interrupted backup" in w for w in warnings)
+
+
+def test_a_missing_database_is_refused_before_dumping(backup_dir, conn):
+    conn.exists = False
+    api = FakeAPI(dump=BIG_DUMP)
+    with pytest.raises(lib.BackupError, match="database app does not exist"):
+        take(api, backup_dir)
+    assert not any(c[0] == "mariadb-dump" for c in api.commands)
+    assert os.listdir(backup_dir) == []
+
+
+def test_a_missing_container_is_a_clear_error(backup_dir, conn):
+    with pytest.raises(lib.BackupError, match="container missing not found"):
+        take(FakeAPI(), backup_dir, container="missing")
+
+
+def test_encryption_needs_the_age_binary(backup_dir, conn, monkeypatch, tmp_path):
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text("age1xyz\n")
+    real_which = shutil.which
+    monkeypatch.setattr(lib.shutil, "which", lambda name: None if name == "age" else real_which(name))
+    with pytest.raises(lib.BackupError, match="age binary is missing"):
+        take(FakeAPI(dump=BIG_DUMP), backup_dir, encrypt_recipient_file=str(recipients))
+
+
+@pytest.mark.skipif(shutil.which("age") is None or shutil.which("age-keygen") is None, reason="age not installed")
+def test_encrypted_backup_round_trips(backup_dir, conn, tmp_path):
+    key = tmp_path / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_bytes(subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True).stdout)
+    manifest = take(FakeAPI(dump=BIG_DUMP), backup_dir, encrypt_recipient_file=str(recipients))
+    assert manifest["file"].endswith(".sql.gz.age")
+    assert manifest["encryption"] == {"tool": "age", "recipients_file": str(recipients)}
+    commands = lib.decompress_commands(manifest, manifest["path"], str(key))
+    first = subprocess.Popen(commands[0], stdout=subprocess.PIPE)
+    plain = subprocess.run(commands[1], stdin=first.stdout, capture_output=True, check=True).stdout
+    first.wait()
+    assert plain == BIG_DUMP
+
+
+def test_retention_after_backup_prunes_old_backups_of_the_database(backup_dir, conn):
+    ids = [take(FakeAPI(dump=BIG_DUMP), backup_dir, kind="manual")["id"] for _ in range(3)]
+    pruned = lib.apply_retention(str(backup_dir), "app", {"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 0})
+    assert pruned == [ids[1], ids[0]]
+    assert sorted(os.listdir(backup_dir)) == sorted([f"{ids[2]}.json", f"{ids[2]}.sql.gz"])
