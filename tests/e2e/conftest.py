@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from labtools import ROOT, ansible_playbook
+from labtools import INVENTORY, ansible_playbook
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,7 @@ def playbook():
 @pytest.fixture(scope="session")
 def lab_secret():
     def read(environment, name):
-        text = (ROOT / "inventories/lab/group_vars" / environment / "secrets.yml").read_text()
+        text = (INVENTORY.parent / "group_vars" / environment / "secrets.yml").read_text()
         return re.search(rf"^{name}: (\S+)$", text, re.M).group(1)
 
     return read

@@ -4,15 +4,18 @@ Runs against the local lab (127.0.0.1 only). Tests run in file order: each
 builds on the state the previous one left.
 """
 
+import os
 import subprocess
 import time
 
 import pytest
-from labtools import ROOT, on_server
+from labtools import INVENTORY, on_server
+from labtools import container as lab_container
 
 pytestmark = pytest.mark.lab
+LAB_ARGS = ["-e", f"lab_inventory_dir={INVENTORY.parent}", *os.environ.get("LAB_EXTRA_ARGS", "").split()]
 
-SERVERS = {"dev.site": ("lab-dev-site", "test"), "site.com": ("lab-site-com", "prod")}
+SERVERS = {"dev.site": (lab_container("dev.site"), "test"), "site.com": (lab_container("site.com"), "prod")}
 
 
 def sql(container, environment, lab_secret, query):
@@ -24,13 +27,13 @@ def sql(container, environment, lab_secret, query):
 
 
 def test_lab_comes_up_from_nothing(playbook):
-    down = playbook("playbooks/lab.yml", "-e", "lab_state=absent")
+    down = playbook("playbooks/lab.yml", "-e", "lab_state=absent", *LAB_ARGS)
     assert down.rc == 0, down.output
     for container, _ in SERVERS.values():
         assert subprocess.run(["docker", "inspect", container], capture_output=True).returncode != 0
-    up = playbook("playbooks/lab.yml")
+    up = playbook("playbooks/lab.yml", *LAB_ARGS)
     assert up.rc == 0, up.output
-    again = playbook("playbooks/lab.yml")
+    again = playbook("playbooks/lab.yml", *LAB_ARGS)
     assert again.rc == 0, again.output
     assert again.changed() == {"localhost": 0}
 
@@ -65,7 +68,7 @@ def test_sql_through_the_database_container(host, lab_secret):
 def test_environments_have_their_own_secrets(lab_secret):
     assert lab_secret("test", "vault_mysql_root_password") != lab_secret("prod", "vault_mysql_root_password")
     for environment in ("test", "prod"):
-        secrets = ROOT / "inventories/lab/group_vars" / environment / "secrets.yml"
+        secrets = INVENTORY.parent / "group_vars" / environment / "secrets.yml"
         assert secrets.stat().st_mode & 0o777 == 0o600
 
 
@@ -120,7 +123,7 @@ def test_bad_input_fails_before_any_change(playbook, extra, message):
 def test_missing_vault_secret_is_named(playbook, tmp_path):
     """An inventory whose secrets file lacks one secret fails in the preflight, naming it."""
     inventory = tmp_path / "lab"
-    subprocess.run(["cp", "-a", str(ROOT / "inventories/lab"), str(inventory)], check=True)
+    subprocess.run(["cp", "-a", str(INVENTORY.parent), str(inventory)], check=True)
     secrets = inventory / "group_vars/test/secrets.yml"
     secrets.write_text("".join(line for line in secrets.read_text().splitlines(True) if "app_password" not in line))
     run = playbook("site.yml", "-i", str(inventory / "hosts.yml"), "-l", "test")
