@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 
-.PHONY: help setup engine images lab lab-up lab-down lab-purge provision test lint unit molecule smoke bench clean
+.PHONY: help setup engine images release lab lab-up lab-down lab-purge provision test lint unit molecule smoke bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ lab-purge: setup ## lab-down, and forget generated keys and secrets
 
 provision: ## Provision the lab servers (site.yml)
 	ansible-playbook site.yml
+
+release: ## Build the site image VERSION=x, publish it to the lab registry, print its REF
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x" >&2; exit 2; }
+	@lab/bin/release "$(VERSION)"
 
 lab: lab-up provision ## The main job: set up, bring the lab up, provision dev.site and site.com
 
