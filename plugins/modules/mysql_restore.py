@@ -54,7 +54,9 @@ options:
         Events at or after it are not replayed. The backup must have a binlog position.
     type: str
   decrypt_identity_file:
-    description: C(age) identity file on the server, needed for encrypted backups (not for V(verify)).
+    description:
+      - C(age) identity file on the server, needed for encrypted backups (not for V(verify)) and for
+        point-in-time recovery from encrypted shipped binlogs (C({backup_dir}/binlogs/*.age)).
     type: path
   smoke_query:
     description: Query run against the restored database in V(drill) mode.
@@ -372,6 +374,7 @@ class RestoreManager:
                         stop_at,
                         params["backup_dir"],
                         params["log_restore"],
+                        identity_file=params["decrypt_identity_file"],
                     )
                     report["row_counts_after_pitr"] = count_rows(conn, database, manifest["row_counts"])
             return report

@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,3 +57,39 @@ def ansible_playbook(*args, env=None):
 def on_server(container, *command, check=True):
     """Run a command on a lab server (as root, through docker exec on the host)."""
     return subprocess.run(["docker", "exec", container, *command], capture_output=True, text=True, check=check)
+
+
+def release(version, env=None):
+    """`make release VERSION=version`: build and publish the site image; return the digest REF."""
+    proc = subprocess.run(
+        ["lab/bin/release", version],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def derived_release(
+    base_version, tag, dockerfile_tail, files=None, registry="127.0.0.1:5000", pull="lab-registry:5000"
+):
+    """Publish an image derived from a released one (a broken release, a bad migration); return its REF."""
+    registry, pull = "127.0.0.1:5000", "lab-registry:5000"
+    with tempfile.TemporaryDirectory() as context:
+        base = f"{registry}/montaiguillon/site:{base_version}"
+        Path(context, "Dockerfile").write_text(f"FROM {base}\n{dockerfile_tail}\n")
+        for name, content in (files or {}).items():
+            Path(context, name).write_text(content)
+        image = f"{registry}/montaiguillon/site:{tag}"
+        subprocess.run(["docker", "build", "-q", "-t", image, context], check=True, capture_output=True)
+    subprocess.run(["docker", "push", "-q", image], check=True, capture_output=True)
+    digests = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{range .RepoDigests}}{{println .}}{{end}}", image],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    digest = next(d for d in digests if d.startswith(f"{registry}/montaiguillon/site@")).split("@")[1]
+    return f"{pull}/montaiguillon/site@{digest}"

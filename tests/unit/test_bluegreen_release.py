@@ -701,7 +701,7 @@ def test_main_turns_an_unreachable_docker_into_one_clear_message(bg, capsys, mon
     assert result["msg"] == "cannot reach Docker at unix:///var/run/docker.sock: connection refused"
 
 
-def test_main_hides_the_env(bg, capsys, monkeypatch):
+def test_main_hides_the_secret_env(bg, capsys, monkeypatch):
     monkeypatch.setattr(bg, "get_client", lambda docker_host=None: None)
 
     class Boom:
@@ -712,5 +712,7 @@ def test_main_hides_the_env(bg, capsys, monkeypatch):
             raise bg.ReleaseFailure("deploy failed with s3cret-password around", {"changed": False})
 
     monkeypatch.setattr(bg, "BlueGreenRelease", Boom)
-    result = run_main(bg, {"image": "site:1", "env": {"DATABASE_PASSWORD": "s3cret-password"}}, capsys)
+    secret = {"DATABASE_PASSWORD": "s3cret-password"}
+    params = {"image": "site:1", "env": {"DATABASE_USER": "site"}, "secret_env": secret}
+    result = run_main(bg, params, capsys)
     assert "s3cret-password" not in json.dumps(result)

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Time the local pipeline twice, cold then warm, and say where the time goes.
+
+    python benchmarks/pipeline.py [--no-reset] [--pipeline CMD] [-- PIPELINE ARGS...]
+    make bench-pipeline BENCH_ARGS='-- --probe'
+
+Needs the lab up and deploy.yml working: it releases twice to test and prod.
+
+What "cold" means here, precisely (reset_cold_caches below does exactly this):
+  - the site image's build cache on this machine is gone: every local image
+    labelled org.opencontainers.image.title=montaiguillon-site is removed (all
+    its tags). Docker's classic builder (this engine, without buildx) keeps its
+    cache as those images' parent layers, so the apt-get layer (Debian's
+    python3, python3-pymysql, gunicorn) and the code layers are built again.
+    The base image debian:bookworm stays (`make images` builds it once per machine).
+  - the lab registry forgets the site: every manifest of montaiguillon/site is
+    deleted through the registry API (deletes are enabled in
+    lab/images/registry/config.yml). Its blobs stay until a garbage collection,
+    but a rebuilt apt-get layer has a new digest anyway, so the push sends it
+    in full and both servers pull it in full.
+  - the lab itself stays up and provisioned (servers, proxy, MariaDB, the
+    previous release running): cold is "the first release of the day after a
+    fresh clone", not "a lab from nothing" (that is `make lab`, timed by
+    benchmarks/provision.py). Python virtualenv, the linters' caches, Ansible's
+    fact cache and SSH connections are left as they are.
+"Warm" is the run that follows at once: same machine, caches filled, only the
+version (hence the version label and environment layers) differs.
+
+Prints both stage tables, each stage's share of its run, which stage dominates
+and why, and the verdict against the targets (warm under 5 min, cold under
+15 min). Results are saved in benchmarks/results/pipeline-<time>.json.
+"""
+
+import argparse
+import datetime
+import json
+import shlex
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"cold": 900.0, "warm": 300.0}
+SITE_LABEL = "org.opencontainers.image.title=montaiguillon-site"
+REGISTRY = "http://127.0.0.1:5000"
+REPOSITORY = "montaiguillon/site"
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+
+WHY = {
+    "lint": "ansible-lint loads and checks every playbook, role and task file; CPU-bound on 2 cores",
+    "unit": "pytest of the modules and helpers; no I/O, scales with the number of tests",
+    "site": "pytest of the site with an in-memory database; a few seconds",
+    "build": (
+        "docker build then push: cold re-runs the apt-get layer (Debian archive download and unpack of python3, "
+        "python3-pymysql, gunicorn) and pushes every layer; warm reuses it and sends only the small code layers"
+    ),
+    "deploy-test": (
+        "blue/green on dev.site: Ansible over SSH, pull of the new layers from the lab registry, a one-off "
+        "migration container, start of the idle colour, health checks until it answers, proxy switch, verify"
+    ),
+    "deploy-prod": "the same blue/green steps on site.com (plus the pre-deploy backup snapshot)",
+    "smoke-test": "a few HTTPS requests to dev.site",
+    "smoke-prod": "a few HTTPS requests to site.com",
+}
+
+
+# --------------------------------------------------------------------------
+# Cold caches
+
+
+def run(command, check=False):
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=check)
+
+
+def reset_cold_caches(registry=REGISTRY, say=print):
+    """Remove the site image's build cache and the lab registry's site manifests (see the module doc)."""
+    images = run(["docker", "image", "ls", "--filter", f"label={SITE_LABEL}", "--format", "{{.Repository}}:{{.Tag}}"])
+    references = sorted({line for line in images.stdout.split() if not line.endswith(":<none>")})
+    removed = 0
+    for reference in references:
+        result = run(["docker", "image", "rm", reference])
+        if result.returncode == 0:
+            removed += 1
+        else:
+            say(f"  kept {reference}: {result.stderr.strip()}")
+    say(f"cold: removed {removed} local site image tag(s) and their build layers")
+    dangling = run(["docker", "image", "ls", "-q", "--filter", f"label={SITE_LABEL}"]).stdout.split()
+    for image_id in sorted(set(dangling)):
+        run(["docker", "image", "rm", image_id])
+    say(f"cold: deleted {delete_registry_manifests(registry)} manifest(s) of {REPOSITORY} from the lab registry")
+
+
+def delete_registry_manifests(registry=REGISTRY, repository=REPOSITORY, opener=urllib.request.urlopen):
+    """Delete every tagged manifest of a repository in a registry (v2 API); returns how many."""
+    if not registry.startswith(("http://127.0.0.1", "http://localhost")):
+        raise ValueError(f"{registry}: only the lab registry on 127.0.0.1 is reset")
+    try:
+        with opener(f"{registry}/v2/{repository}/tags/list", timeout=10) as response:
+            tags = json.load(response).get("tags") or []
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return 0
+        raise
+    digests = set()
+    for tag in tags:
+        request = urllib.request.Request(  # noqa: S310 (registry checked above: http on loopback)
+            f"{registry}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": MANIFEST_TYPES}
+        )
+        with opener(request, timeout=10) as response:
+            digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            digests.add(digest)
+    for digest in sorted(digests):
+        url = f"{registry}/v2/{repository}/manifests/{digest}"
+        request = urllib.request.Request(url, method="DELETE")  # noqa: S310 (http on loopback, checked above)
+        with opener(request, timeout=10):
+            pass
+    return len(digests)
+
+
+# --------------------------------------------------------------------------
+# Runs and analysis
+
+
+def run_pipeline(command, extra_args):
+    """Run the pipeline with --json; its progress goes to our stderr, its JSON comes back."""
+    proc = subprocess.run([*command, "--json", *extra_args], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return {"ok": False, "stages": [], "total_seconds": 0.0, "message": f"no JSON (exit status {proc.returncode})"}
+
+
+def timed_stages(result):
+    return [s for s in result.get("stages", []) if s["status"] in ("passed", "failed")]
+
+
+def shares(result):
+    """{stage: share of the run's total time} for the stages that ran."""
+    total = result.get("total_seconds") or sum(s["seconds"] for s in timed_stages(result)) or 1.0
+    return {s["name"]: s["seconds"] / total for s in timed_stages(result)}
+
+
+def dominant(result):
+    stages = timed_stages(result)
+    return max(stages, key=lambda s: s["seconds"]) if stages else None
+
+
+def render(name, result):
+    lines = [f"== {name} run: version {result.get('version', '?')}, {'ok' if result.get('ok') else 'FAILED'}"]
+    lines.append(f"{'stage':<12} {'status':<8} {'seconds':>8} {'share':>6}")
+    share = shares(result)
+    for stage in result.get("stages", []):
+        if stage["name"] in share:
+            lines.append(
+                f"{stage['name']:<12} {stage['status']:<8} {stage['seconds']:8.1f} {share[stage['name']]:6.1%}"
+            )
+        else:
+            lines.append(f"{stage['name']:<12} {stage['status']:<8} {'':>8} {'':>6}")
+    total, target = result.get("total_seconds", 0.0), TARGETS[name]
+    verdict = "within" if total <= target else "OVER"
+    lines.append(f"{'total':<12} {'':<8} {total:8.1f}        {verdict} the {target / 60:.0f}-minute target")
+    probe = result.get("probe")
+    if probe:
+        lines.append(f"probe: {probe['requests']} request(s) to prod while it deployed, {probe['failed']} failed")
+    if not result.get("ok"):
+        lines.append(f"FAILED: {result.get('message', '')}")
+    return "\n".join(lines)
+
+
+def explain(runs):
+    """Which stage dominates each run, and why, with the cold/warm difference per stage."""
+    lines = []
+    for name, result in runs.items():
+        top = dominant(result)
+        if top is None:
+            continue
+        lines.append(
+            f"{name}: {top['name']} dominates ({top['seconds']:.1f} s, {shares(result)[top['name']]:.0%}): "
+            f"{WHY.get(top['name'], 'see its log: ' + top.get('log', ''))}"
+        )
+    if "cold" in runs and "warm" in runs:
+        cold = {s["name"]: s["seconds"] for s in timed_stages(runs["cold"])}
+        warm = {s["name"]: s["seconds"] for s in timed_stages(runs["warm"])}
+        deltas = sorted(((cold[n] - warm[n], n) for n in cold.keys() & warm.keys()), key=lambda d: (-d[0], d[1]))
+        if deltas:
+            lines.append(
+                "cold minus warm: " + ", ".join(f"{n} {d:+.1f} s" for d, n in deltas) + " (what the caches save)"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", default="scripts/pipeline", help="the pipeline command (a fake one for tests)")
+    parser.add_argument("--no-reset", action="store_true", help="do not empty the caches before the cold run")
+    parser.add_argument("--registry", default=REGISTRY, help="the lab registry's API, as this machine reaches it")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where to save the JSON")
+    parser.add_argument("pipeline_args", nargs="*", help="passed to the pipeline (after --)")
+    args = parser.parse_args(argv)
+    command = shlex.split(args.pipeline)
+
+    def say(text):
+        print(text, file=sys.stderr, flush=True)
+
+    if not args.no_reset:
+        reset_cold_caches(args.registry, say)
+    runs = {}
+    for name in ("cold", "warm"):
+        say(f"\n######## {name} run")
+        runs[name] = run_pipeline(command, args.pipeline_args)
+        if not runs[name].get("ok"):
+            say(f"{name} run failed: {runs[name].get('message')}; no warm run")
+            break
+
+    print("\n\n".join(render(name, result) for name, result in runs.items()))
+    print()
+    print(explain(runs))
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = results / f"pipeline-{stamp}.json"
+    path.write_text(json.dumps({"reset": not args.no_reset, "runs": runs}, indent=2) + "\n")
+    print(f"\nsaved {path}")
+    met = all(r.get("ok") and r.get("total_seconds", 0) <= TARGETS[n] for n, r in runs.items())
+    return 0 if met and len(runs) == 2 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

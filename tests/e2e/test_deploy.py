@@ -1,0 +1,183 @@
+"""Zero-downtime deploys, rollbacks and failed releases in the lab, under continuous load.
+
+Load goes to https://127.0.0.1:<lab port> only (the lab's dev.site and
+site.com), at about 200 requests/s, each request on its own connection.
+Tests run in file order; each starts from the state the previous one left.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from labtools import INVENTORY, derived_release, on_server, release
+from labtools import container as lab_container
+from load import Load
+
+pytestmark = pytest.mark.lab
+
+CA = INVENTORY.parent / ".generated/tls/ca.crt"
+TEST_URL, PROD_URL = "https://127.0.0.1:8443/", "https://127.0.0.1:9443/"
+RATE = 200
+
+
+@pytest.fixture(scope="module")
+def refs():
+    """Two releases of the site, a release that never gets healthy, one whose migration fails."""
+    suffix = str(int(time.time()))
+    v1, v2 = f"e2e-{suffix}-1", f"e2e-{suffix}-2"
+    refs = {"v1": (v1, release(v1)), "v2": (v2, release(v2))}
+    refs["broken"] = (v2, derived_release(v2, f"{v2}-broken", "ENV APP_FAIL_HEALTH=1"))
+    bad_sql = "ALTER TABLE no_such_table ADD COLUMN nope INT;\n"
+    refs["bad_migration"] = (
+        v2,
+        derived_release(v2, f"{v2}-badmig", "COPY 0999_broken.sql /app/migrations/", {"0999_broken.sql": bad_sql}),
+    )
+    return refs
+
+
+def load(url=TEST_URL, host="dev.site", seconds=180):
+    return Load(url, rate=RATE, seconds=seconds, cafile=str(CA), host=host)
+
+
+def deploy(playbook, limit, ref, *extra):
+    return playbook("deploy.yml", "-l", limit, "-e", f"app_image={ref}", *extra)
+
+
+def served_version(url=TEST_URL, host="dev.site"):
+    with load(url, host, seconds=2) as probe:
+        time.sleep(0.5)
+    result = probe.stop()
+    assert result.failed == 0, result.summary()
+    return result.last_versions(1)[0]
+
+
+def assert_clean(result, allowed):
+    assert result.failed == 0, result.summary()
+    assert set(result.versions) <= set(allowed), result.summary()
+    assert result.rate > RATE * 0.8, f"load too low to prove anything: {result.summary()}"
+
+
+def test_first_release(playbook, refs):
+    version, ref = refs["v1"]
+    run = deploy(playbook, "test", ref)
+    assert run.rc == 0, run.output[-3000:]
+    assert served_version() == version
+
+
+def test_deploy_under_load_loses_nothing(playbook, refs):
+    (v1, _), (v2, ref) = refs["v1"], refs["v2"]
+    with load() as traffic:
+        time.sleep(1)
+        run = deploy(playbook, "test", ref, "-e", "app_revision=abc123", "-e", "app_pipeline_run=e2e")
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert_clean(result, {v1, v2})
+    assert result.versions[v2] > 0
+    assert set(result.last_versions()) == {v2}
+
+
+def test_same_image_again_changes_nothing(playbook, refs):
+    run = deploy(playbook, "test", refs["v2"][1])
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == {"dev.site": 0}
+
+
+def test_rollback_under_load_needs_no_argument(playbook, refs):
+    (v1, _), (v2, _) = refs["v1"], refs["v2"]
+    with load() as traffic:
+        time.sleep(1)
+        started = time.monotonic()
+        run = playbook("rollback.yml", "-l", "test")
+        took = time.monotonic() - started
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert_clean(result, {v1, v2})
+    assert set(result.last_versions()) == {v1}
+    assert took < 10, f"rollback took {took:.1f} s"
+
+
+def test_broken_release_fails_clearly_and_old_keeps_serving(playbook, refs):
+    v1 = refs["v1"][0]
+    with load() as traffic:
+        time.sleep(1)
+        run = deploy(playbook, "test", refs["broken"][1], "-e", "app_health_timeout=8")
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc != 0
+    assert "did not become healthy within 8" in run.output
+    assert_clean(result, {v1})
+
+
+def test_failed_migration_aborts_before_the_switch(playbook, refs):
+    v1 = refs["v1"][0]
+    with load() as traffic:
+        time.sleep(1)
+        run = deploy(playbook, "test", refs["bad_migration"][1])
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc != 0
+    assert "migrat" in run.output and "no_such_table" in run.output
+    assert_clean(result, {v1})
+
+
+def test_killed_deploy_converges_on_rerun(playbook, refs):
+    """Kill ansible-playbook mid-deploy (while the new slot boots), then run it again."""
+    (v1, _), (v2, ref) = refs["v1"], refs["v2"]
+    with load() as traffic:
+        proc = subprocess.Popen(
+            ["ansible-playbook", "-i", str(INVENTORY), "deploy.yml", "-l", "test", "-e", f"app_image={ref}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(4)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        run = deploy(playbook, "test", ref)
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert_clean(result, {v1, v2})
+    assert set(result.last_versions()) == {v2}
+
+
+def test_ledger_records_releases(playbook):
+    run = playbook("playbooks/releases.yml", "-l", "test")
+    assert run.rc == 0, run.output[-3000:]
+    assert "live: " in run.output
+    ledger = on_server(lab_container("dev.site"), "cat", "/var/lib/montaiguillon/app/releases.jsonl").stdout
+    entries = [json.loads(line) for line in ledger.splitlines() if line.strip()]
+    outcomes = [e["outcome"] for e in entries]
+    assert {"success", "rollback", "failed"} <= set(outcomes)
+    tagged = [e for e in entries if e.get("revision") == "abc123"]
+    assert tagged and tagged[0]["pipeline_run"] == "e2e" and tagged[0]["image_id"]
+
+
+def test_promotion_gives_prod_the_same_digest(playbook, refs):
+    (v1, first), (v2, ref) = refs["v1"], refs["v2"]
+    assert deploy(playbook, "test", ref).rc == 0  # what passed on test (no change when it is live already)
+    run = deploy(playbook, "prod", first)
+    assert run.rc == 0, run.output[-3000:]
+    with load(PROD_URL, "site.com") as traffic:
+        time.sleep(1)
+        run = deploy(playbook, "prod", ref)
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert served_version(PROD_URL, "site.com") == v2
+    digests = {
+        host: on_server(lab_container(host), "docker", "inspect", "-f", "{{.Image}}", "app-" + colour).stdout.strip()
+        for host, colour in (("dev.site", live_colour("dev.site")), ("site.com", live_colour("site.com")))
+    }
+    assert digests["dev.site"] == digests["site.com"]
+    assert_clean(result, {v1, v2})
+
+
+def live_colour(host):
+    upstream = on_server(lab_container(host), "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
+    return "blue" if "app-blue" in upstream else "green"

@@ -1,0 +1,138 @@
+"""benchmarks/pipeline.py with a fake pipeline and a fake registry (no Docker, no lab)."""
+
+import importlib.util
+import io
+import json
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("mtg_bench_pipeline", ROOT / "benchmarks" / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+def result(seconds, ok=True, version="v"):
+    stages = [{"name": n, "status": "passed", "seconds": s, "log": f"{n}.log"} for n, s in seconds.items()]
+    return {"ok": ok, "version": version, "stages": stages, "total_seconds": sum(seconds.values()), "message": ""}
+
+
+COLD = result({"lint": 30.0, "build": 150.0, "deploy-test": 60.0, "deploy-prod": 60.0})
+WARM = result({"lint": 30.0, "build": 10.0, "deploy-test": 40.0, "deploy-prod": 40.0})
+
+
+def test_shares_add_up_to_the_whole_run():
+    share = bench.shares(COLD)
+    assert share["build"] == pytest.approx(0.5)
+    assert sum(share.values()) == pytest.approx(1.0)
+
+
+def test_the_dominant_stage_and_why():
+    assert bench.dominant(COLD)["name"] == "build"
+    assert bench.dominant(WARM)["name"] == "deploy-test"
+    text = bench.explain({"cold": COLD, "warm": WARM})
+    assert "cold: build dominates (150.0 s, 50%): docker build then push" in text
+    assert "warm: deploy-test dominates (40.0 s, 33%)" in text
+    assert "cold minus warm: build +140.0 s, deploy-prod +20.0 s, deploy-test +20.0 s, lint +0.0 s" in text
+
+
+def test_the_table_gives_shares_and_the_verdict_against_each_target():
+    table = bench.render("warm", WARM)
+    assert "build        passed       10.0   8.3%" in table
+    assert "within the 5-minute target" in table
+    slow = result({"build": 1000.0})
+    assert "OVER the 15-minute target" in bench.render("cold", slow)
+
+
+def test_skipped_stages_have_no_share():
+    run = result({"build": 10.0})
+    run["stages"].insert(0, {"name": "lint", "status": "skipped", "seconds": 0.0})
+    assert "lint" not in bench.shares(run)
+    assert bench.render("warm", run).splitlines()[2].split() == ["lint", "skipped"]
+
+
+def fake_pipeline(tmp_path, runs):
+    """A stand-in for scripts/pipeline: prints the next canned JSON result on each call."""
+    state = tmp_path / "calls"
+    state.write_text("0")
+    script = tmp_path / "fake_pipeline.py"
+    script.write_text(
+        "import json, sys, pathlib\n"
+        f"state = pathlib.Path({str(state)!r})\n"
+        "n = int(state.read_text())\n"
+        "state.write_text(str(n + 1))\n"
+        f"runs = json.loads({json.dumps(json.dumps(runs))})\n"
+        "assert sys.argv[1] == '--json'\n"
+        "print(json.dumps(runs[n]))\n"
+    )
+    return f"{sys.executable} {script}", state
+
+
+def test_a_cold_then_warm_run_is_printed_and_saved(tmp_path, capsys):
+    command, state = fake_pipeline(tmp_path, [COLD, WARM])
+    status = bench.main(["--no-reset", "--pipeline", command, "--results", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert state.read_text() == "2"
+    assert "== cold run" in out and "== warm run" in out
+    saved = json.loads(next((tmp_path / "results").glob("pipeline-*.json")).read_text())
+    assert saved["runs"]["cold"]["total_seconds"] == 300.0 and saved["reset"] is False
+
+
+def test_a_failed_cold_run_stops_the_benchmark(tmp_path, capsys):
+    failed = result({"lint": 5.0}, ok=False)
+    command, state = fake_pipeline(tmp_path, [failed, WARM])
+    assert bench.main(["--no-reset", "--pipeline", command, "--results", str(tmp_path)]) == 1
+    assert state.read_text() == "1"
+    assert "== warm run" not in capsys.readouterr().out
+
+
+class FakeRegistry:
+    """Answers the v2 API calls delete_registry_manifests makes, and records them."""
+
+    def __init__(self, tags):
+        self.tags = tags
+        self.calls = []
+
+    def __call__(self, request, timeout):
+        url = request if isinstance(request, str) else request.full_url
+        method = "GET" if isinstance(request, str) else request.get_method()
+        self.calls.append((method, url))
+        if url.endswith("/tags/list"):
+            if self.tags is None:
+                raise urllib.error.HTTPError(url, 404, "not found", {}, io.BytesIO())
+            return Response(json.dumps({"tags": self.tags}).encode(), {})
+        tag = url.rsplit("/", 1)[1]
+        return Response(b"", {"Docker-Content-Digest": f"sha256:{tag.split('-')[0]}"})
+
+
+class Response(io.BytesIO):
+    def __init__(self, body, headers):
+        super().__init__(body)
+        self.headers = headers
+
+
+def test_registry_reset_deletes_each_manifest_once_by_digest():
+    registry = FakeRegistry(["1-a", "1-b", "2-a"])  # two tags share the digest sha256:1
+    assert bench.delete_registry_manifests(opener=registry) == 2
+    deletes = [url for method, url in registry.calls if method == "DELETE"]
+    assert deletes == [
+        "http://127.0.0.1:5000/v2/montaiguillon/site/manifests/sha256:1",
+        "http://127.0.0.1:5000/v2/montaiguillon/site/manifests/sha256:2",
+    ]
+
+
+def test_registry_reset_of_an_unknown_repository_is_a_no_op_and_only_on_loopback():
+    assert bench.delete_registry_manifests(opener=FakeRegistry(None)) == 0
+    with pytest.raises(ValueError, match="lab registry"):
+        bench.delete_registry_manifests("https://ghcr.io", opener=FakeRegistry([]))
