@@ -1,0 +1,64 @@
+"""Both worlds have the same shape: groups test and prod; production secrets are vaulted."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_VAULT_PASSWORD = "montaiguillon-example-vault-password\n"
+
+
+def inventory(name, tmp_path):
+    password = tmp_path / "vault-pass"
+    password.write_text(EXAMPLE_VAULT_PASSWORD)
+    password.chmod(0o600)
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", f"inventories/{name}/hosts.yml", "--list", "--vault-password-file", str(password)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )
+    return json.loads(proc.stdout)
+
+
+def group_hosts(data, group):
+    return set(data.get(group, {}).get("hosts", []))
+
+
+@pytest.mark.parametrize("name", ["lab", "production"])
+def test_each_world_has_test_and_prod(name, tmp_path):
+    data = inventory(name, tmp_path)
+    assert group_hosts(data, "test") == {"dev.site"}
+    assert group_hosts(data, "prod") == {"site.com"}
+
+
+def test_production_environments_are_named_after_their_group(tmp_path):
+    hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
+    assert hostvars["dev.site"]["site_environment"] == "test"
+    assert hostvars["site.com"]["site_environment"] == "prod"
+
+
+@pytest.mark.parametrize("env", ["test", "prod"])
+def test_production_secrets_are_vaulted_and_complete(env, tmp_path):
+    vault = ROOT / "inventories/production/group_vars" / env / "vault.yml"
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;")
+    hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
+    host = {"test": "dev.site", "prod": "site.com"}[env]
+    for name in ("vault_mysql_root_password", "vault_mysql_app_password", "vault_mysql_migrate_password"):
+        assert hostvars[host][name].endswith("CHANGE-ME"), name
+
+
+def test_no_plain_secret_in_production_vars():
+    for path in (ROOT / "inventories/production").rglob("*.yml"):
+        text = path.read_text()
+        if text.startswith("$ANSIBLE_VAULT;"):
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if "password" in key and value.strip():
+                assert value.strip().startswith('"{{'), f"{path}: {line}"
