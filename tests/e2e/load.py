@@ -52,7 +52,7 @@ class LoadResult:
 class Load:
     """Send GET requests at about `rate` per second until stopped, `seconds` pass, or `max_requests` are sent."""
 
-    def __init__(self, url, rate=200, seconds=120, max_requests=100_000, workers=16, cafile=None, host=None):
+    def __init__(self, url, rate=200, seconds=120, max_requests=100_000, workers=None, cafile=None, host=None):
         parts = urlsplit(url)
         if parts.hostname not in ("127.0.0.1", "localhost"):
             raise ValueError(f"load is only sent to 127.0.0.1, not {parts.hostname}")
@@ -60,7 +60,8 @@ class Load:
         self.rate = rate
         self.seconds = seconds
         self.max_requests = max_requests
-        self.workers = workers
+        # Enough workers that a slow answer (a request in flight during a switch) does not lower the rate.
+        self.workers = workers or max(8, rate // 5)
         self.host_header = host
         self.context = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
         if self.context is not None and host:
