@@ -538,6 +538,34 @@ def test_lock_held_by_a_live_deploy_refuses(h, bg):
     assert any("break_lock" in w for w in h.warnings)
 
 
+def test_lock_wait_waits_for_a_running_deploy_then_proceeds(h, bg):
+    """A deploy whose controller was killed goes on on the server: a re-run waits for its lock."""
+    h.state_dir.mkdir()
+    lock = h.state_dir / "deploy.lock"
+    lock.write_text(json.dumps({"who": "bob", "when": "2026-11-26T09:00:00Z", "what": "site:0", "pid": os.getpid()}))
+    sleep = h.clock.sleep
+
+    def sleep_then_finish(seconds):
+        sleep(seconds)
+        if h.clock.monotonic() >= 3:  # the other deploy finishes after about 3 s
+            lock.unlink(missing_ok=True)
+
+    h.clock.sleep = sleep_then_finish
+    result = h.deploy("site:1", lock_wait=30)
+    assert result["changed"] is True
+    assert "after waiting" in result["steps"][0]["detail"]
+
+
+def test_lock_wait_gives_up_with_the_holder_named(h, bg):
+    h.state_dir.mkdir()
+    (h.state_dir / "deploy.lock").write_text(
+        json.dumps({"who": "bob", "when": "2026-11-26T09:00:00Z", "what": "site:0", "pid": os.getpid()})
+    )
+    with pytest.raises(bg.ReleaseFailure, match=r"deploy locked by bob .* \(waited 5 s\)"):
+        h.deploy("site:1", lock_wait=5)
+    assert h.starts() == []
+
+
 # --- check mode -----------------------------------------------------------------------------
 
 
