@@ -1,0 +1,45 @@
+"""The proxy after the proxy role: HTTPS from ACME, HTTP redirected, renewals scheduled."""
+
+import json
+
+
+def test_proxy_runs_and_publishes_http_and_https(host):
+    state = json.loads(host.check_output("docker inspect proxy"))[0]
+    assert state["State"]["Running"]
+    bindings = state["HostConfig"]["PortBindings"]
+    assert {"80/tcp", "443/tcp"} <= set(bindings)
+
+
+def test_certificate_comes_from_acme(host):
+    out = host.check_output(
+        "echo | openssl s_client -connect 127.0.0.1:443 -servername molecule-server 2>/dev/null"
+        " | openssl x509 -noout -issuer -ext subjectAltName"
+    )
+    assert "Pebble" in out  # issued by the ACME server, not the temporary self-signed one
+    assert "DNS:molecule-server" in out
+    assert host.file("/etc/montaiguillon/proxy/tls/site.key").mode == 0o600
+
+
+def test_http_redirects_to_https_but_serves_acme_challenges(host):
+    redirect = host.run("python3 -c \"import http.client as h; c=h.HTTPConnection('127.0.0.1', 80);"
+                        " c.request('GET', '/news?x=1', headers={'Host': 'molecule-server'}); r=c.getresponse();"
+                        " print(r.status, r.getheader('Location'))\"")  # fmt: skip
+    assert redirect.stdout.split() == ["301", "https://molecule-server/news?x=1"]
+    host.run("mkdir -p /etc/montaiguillon/proxy/acme/.well-known/acme-challenge")
+    host.run("echo token-content > /etc/montaiguillon/proxy/acme/.well-known/acme-challenge/probe")
+    challenge = host.run(
+        "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1/.well-known/acme-challenge/probe').read().decode())\""
+    )
+    assert challenge.stdout.strip() == "token-content"
+
+
+def test_renewal_is_scheduled(host):
+    assert host.service("certbot.timer").is_enabled
+    assert host.file("/etc/letsencrypt/renewal-hooks/deploy/montaiguillon-proxy").mode == 0o755
+
+
+def test_no_release_yet_answers_502_not_an_error_page_of_another_site(host):
+    upstream = host.file("/etc/montaiguillon/proxy/conf.d/app-upstream.conf").content_string
+    assert "down;" in upstream
+    status = host.run("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/ || python3 -c \"print('no-curl')\"")
+    assert status.stdout.strip() in {"502", "no-curl"}
