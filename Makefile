@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 
-.PHONY: help setup engine images release lab lab-up lab-down lab-purge provision site deploy test lint unit molecule e2e bench clean
+.PHONY: pipeline-proof help setup engine images release lab lab-up lab-down lab-purge provision site test lint unit molecule e2e bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,7 +68,10 @@ molecule: images lab-up ## Every role's Molecule scenario
 e2e: lab-up ## Lab tests: the lab from nothing and provisioning first, then deploys and backups under load
 	pytest tests/e2e/test_lab_smoke.py tests/e2e -m lab -p no:cacheprovider
 
-test: lint unit molecule e2e ## Everything CI runs
+test: lint workflows-check unit molecule e2e pipeline-proof ## Everything CI runs
+
+pipeline-proof: ## The pipeline end to end on the lab once (the earlier stages already ran in make test)
+	$(MAKE) --no-print-directory pipeline-e2e PIPELINE_ARGS="--skip lint --skip unit --skip site"
 
 bench: lab ## Benchmarks (print figures): deploys, then provisioning (rebuilds the lab)
 	python benchmarks/deploy.py
@@ -88,7 +91,6 @@ REVISION ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 RUN_ID ?= $(if $(GITHUB_RUN_ID),$(GITHUB_SERVER_URL)/$(GITHUB_REPOSITORY)/actions/runs/$(GITHUB_RUN_ID),local-$(shell date -u +%Y%m%dT%H%M%SZ))
 PIPELINE_ARGS ?=
 BENCH_ARGS ?=
-PRE_COMMIT_VERSION := 4.7.0
 # The lab's addresses, used by smoke-site when URL is not given.
 SMOKE_URL_test := https://127.0.0.1:8443
 SMOKE_URL_prod := https://127.0.0.1:9443
@@ -98,11 +100,14 @@ define require_env
 	@case "$(ENV)" in test|prod) ;; *) echo "usage: make $@ ENV=test|prod$(1)" >&2; exit 2;; esac
 endef
 
-.PHONY: pipeline unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now smoke-site \
+.PHONY: pipeline pipeline-e2e unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now smoke-site \
 	workflows-check actionlint bench-pipeline hooks
 
 pipeline: setup ## Every stage on the lab, timed: lint .. prod (PIPELINE_ARGS='--probe --skip lint')
 	scripts/pipeline $(PIPELINE_ARGS)
+
+pipeline-e2e: setup ## The proof: a new headline goes through every stage to prod, 0 failed requests
+	scripts/pipeline-e2e $(PIPELINE_ARGS)
 
 unit-infra: setup ## Unit tests of the collection only (tests/unit)
 	pytest tests/unit
@@ -125,9 +130,10 @@ deploy-to: setup ## Deploy image REF to ENV (test|prod) with deploy.yml, recordi
 	ansible-playbook deploy.yml -i "$(INVENTORY)" -l "$(ENV)" -e "app_image=$(REF)" \
 		-e "app_revision=$(REVISION)" -e "app_pipeline_run=$(RUN_ID)"
 
-rollback-env: setup ## Roll ENV (test|prod) back to its previous release (rollback.yml)
-	$(call require_env)
-	ansible-playbook rollback.yml -i "$(INVENTORY)" -l "$(ENV)" -e "app_pipeline_run=$(RUN_ID)"
+rollback-env: setup ## Roll ENV (test|prod) back to its previous release, or to release TO (rollback.yml)
+	$(call require_env, [TO=release-id])
+	ansible-playbook rollback.yml -i "$(INVENTORY)" -l "$(ENV)" -e "app_pipeline_run=$(RUN_ID)" \
+		$(if $(TO),-e "app_rollback_to=$(TO)")
 
 backup-now: setup ## Back ENV (test|prod) up now (backup.yml)
 	$(call require_env)
@@ -150,5 +156,4 @@ bench-pipeline: setup ## Pipeline timings, cold then warm, share of each stage (
 	python benchmarks/pipeline.py $(BENCH_ARGS)
 
 hooks: setup ## Install the git pre-commit hook (.pre-commit-config.yaml: local linters, no downloads)
-	@test -x $(BIN)/pre-commit || $(BIN)/pip install --quiet --disable-pip-version-check pre-commit==$(PRE_COMMIT_VERSION)
 	pre-commit install

@@ -422,6 +422,7 @@ NGINX_WORKERS_SCRIPT = (
 )
 RELOAD_TIMEOUT = 5
 
+
 class ProbeError(Exception):
     """An HTTP probe got no answer (connection refused, timeout, TLS...)."""
 

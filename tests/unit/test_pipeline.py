@@ -409,3 +409,48 @@ def test_run_command_logs_the_output_and_returns_the_exit_status(tmp_path, monke
 def test_run_command_reports_a_missing_program(tmp_path):
     status, output = pipeline.run_command(["/nonexistent/program"], tmp_path / "x.log", {})
     assert status == 127 and "No such file" in output
+
+
+# --- building from another copy of the site (scripts/pipeline-e2e) ------------------------
+
+
+def test_build_from_another_app_directory_and_expect_its_headline(tmp_path):
+    ctx = context(tmp_path, app_dir="/tmp/copy/app", headline="Nouvelle fête")
+    _, runner, _ = run(tmp_path, ctx=ctx)
+    build_env = next(env for stage, _, env in runner.calls if stage == "build")
+    assert build_env["APP_DIR"] == "/tmp/copy/app"
+    smoke = runner.command("smoke-prod")
+    assert smoke[smoke.index("--expect-text") + 1] == "Nouvelle fête"
+
+
+def test_the_headline_comes_from_the_app_directory_unless_given(tmp_path, monkeypatch):
+    content = tmp_path / "app" / "montaiguillon_site" / "content.py"
+    content.parent.mkdir(parents=True)
+    content.write_text('HEADLINE = "From the copy"\n')
+    monkeypatch.delenv("APP_REVISION", raising=False)
+    args = pipeline.parse_args(["--app-dir", str(tmp_path / "app"), "--version", "1"])
+    assert pipeline.build_context(args, environ={}).headline == "From the copy"
+    args = pipeline.parse_args(["--app-dir", str(tmp_path / "app"), "--version", "1", "--headline", "Given"])
+    assert pipeline.build_context(args, environ={}).headline == "Given"
+
+
+def _load_e2e():
+    loader = importlib.machinery.SourceFileLoader("mtg_pipeline_e2e", str(ROOT / "scripts" / "pipeline-e2e"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_the_e2e_headline_rewrite_changes_only_the_headline():
+    e2e = _load_e2e()
+    source = (ROOT / "app" / "montaiguillon_site" / "content.py").read_text()
+    changed = e2e.with_headline(source, 'L\'été "au" village')
+    namespace = {}
+    exec(compile(changed, "content.py", "exec"), namespace)  # noqa: S102 (our own module's text)
+    assert namespace["HEADLINE"] == 'L\'été "au" village'
+    assert changed.replace(next(line for line in changed.splitlines() if line.startswith("HEADLINE")), "") == (
+        source.replace(next(line for line in source.splitlines() if line.startswith("HEADLINE")), "")
+    )
+    with pytest.raises(ValueError, match="found 0"):
+        e2e.with_headline("TITLE = 'x'\n", "y")
