@@ -86,6 +86,15 @@ def test_same_image_again_changes_nothing(playbook, refs):
     assert run.changed() == {"dev.site": 0}
 
 
+def test_check_mode_reports_a_deploy_and_does_nothing(playbook, refs):
+    v2 = refs["v2"][0]
+    run = playbook("deploy.yml", "-l", "test", "-e", f"app_image={refs['v1'][1]}", "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == {"dev.site": 1}
+    assert "live_release" in run.output  # the diff names what would be replaced
+    assert served_version() == v2
+
+
 def test_rollback_under_load_needs_no_argument(playbook, refs):
     (v1, _), (v2, _) = refs["v1"], refs["v2"]
     with load() as traffic:
