@@ -118,7 +118,7 @@ def main():
     rows = [
         ("failed requests, blue/green deploy", f"{ours.failed} of {ours.sent}", "0"),
         ("failed requests, naive re-create (baseline)", f"{naive.failed} of {naive.sent}", "-"),
-        ("traffic lost, naive re-create", f"{naive.gaps():.2f} s", "-"),
+        ("traffic lost, naive re-create (failed / rate)", f"{naive.failed / naive.rate:.2f} s", "-"),
         ("longest answer gap, blue/green", f"{ours.gaps():.2f} s", "-"),
         ("request rate sustained", f"{ours.rate:.0f}/s", f">= {opts.rate}"),
         ("deploy wall time (new image, pulled)", f"{deploy_wall:.1f} s", "-"),
