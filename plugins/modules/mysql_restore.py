@@ -180,6 +180,7 @@ restore:
   sample:
     database: montaiguillon
     seconds: 1.9
+    load_seconds: 1.7
     row_counts: {users: 3}
     expected_row_counts: {users: 3}
     row_counts_after_pitr: {users: 5}
@@ -196,6 +197,7 @@ drill:
   sample:
     status: passed
     restore_seconds: 1.2
+    load_seconds: 1.1
     startup_seconds: 4.1
     total_seconds: 5.6
     row_counts: {users: 3}
@@ -351,6 +353,7 @@ class RestoreManager:
                 restore_stream(
                     api, params["container"], tools["client"], cnf, database, commands, params["log_restore"]
                 )
+                load_seconds = round(time.monotonic() - clock, 3)
                 counts = count_rows(conn, database, manifest["row_counts"])
                 seconds = round(time.monotonic() - clock, 3)
                 mismatches = compare_row_counts(manifest["row_counts"], counts)
@@ -359,6 +362,7 @@ class RestoreManager:
                 report = {
                     "database": database,
                     "seconds": seconds,
+                    "load_seconds": load_seconds,
                     "row_counts": counts,
                     "expected_row_counts": manifest["row_counts"],
                 }

@@ -232,3 +232,25 @@ def test_retention_after_backup_prunes_old_backups_of_the_database(backup_dir, c
     pruned = lib.apply_retention(str(backup_dir), "app", {"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 0})
     assert pruned == [ids[1], ids[0]]
     assert sorted(os.listdir(backup_dir)) == sorted([f"{ids[2]}.json", f"{ids[2]}.sql.gz"])
+
+
+def test_the_dump_and_the_compressor_yield_the_cpu_to_the_site(backup_dir, conn, monkeypatch):
+    api = FakeAPI(dump=BIG_DUMP)
+    tools_out = b"/usr/bin/mariadb-dump\n/usr/bin/mariadb\n/usr/bin/mariadb-binlog\n/usr/bin/nice\n"
+    original = api.handle
+
+    def handle(cmd, stdin, record):
+        if cmd[0] == "sh":
+            return tools_out, b"", 0
+        return original(cmd[3:] if cmd[:2] == ["nice", "-n"] else cmd, stdin, record)
+
+    api.handle = handle
+    spawned = []
+    real_popen = lib.subprocess.Popen
+    monkeypatch.setattr(lib.subprocess, "Popen", lambda cmd, **kw: spawned.append(cmd) or real_popen(cmd, **kw))
+    manifest = take(api, backup_dir)
+    dump_cmd = next(c for c in api.commands if "mariadb-dump" in c)
+    assert dump_cmd[:4] == ["nice", "-n", "10", "mariadb-dump"]
+    assert spawned[0][:4] == ["nice", "-n", "10", "gzip"]
+    assert manifest["tool"]["name"] == "mariadb-dump"
+    assert gzip.decompress(Path(manifest["path"]).read_bytes()) == BIG_DUMP
