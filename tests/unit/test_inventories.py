@@ -2,13 +2,21 @@
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_VAULT_PASSWORD = "montaiguillon-example-vault-password\n"
+# The one installed beside this Python (the venv's), else the one on PATH.
+ANSIBLE_INVENTORY = (
+    str(Path(sys.executable).with_name("ansible-inventory"))
+    if Path(sys.executable).with_name("ansible-inventory").exists()
+    else shutil.which("ansible-inventory") or "ansible-inventory"
+)
 
 
 def inventory(name, tmp_path):
@@ -16,7 +24,7 @@ def inventory(name, tmp_path):
     password.write_text(EXAMPLE_VAULT_PASSWORD)
     password.chmod(0o600)
     proc = subprocess.run(
-        ["ansible-inventory", "-i", f"inventories/{name}/hosts.yml", "--list", "--vault-password-file", str(password)],
+        [ANSIBLE_INVENTORY, "-i", f"inventories/{name}/hosts.yml", "--list", "--vault-password-file", str(password)],
         cwd=ROOT,
         capture_output=True,
         text=True,
