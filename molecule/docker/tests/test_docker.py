@@ -25,6 +25,7 @@ def test_daemon_settings(host):
     effective = json.loads(host.run("docker info --format '{{json .}}'").stdout)
     assert effective["LiveRestoreEnabled"] is True
     assert effective["LoggingDriver"] == "json-file"
+    assert effective["Driver"] == "overlay2"  # not the slow vfs fallback
 
 
 def test_python_sdk_for_modules(host):

@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Backup benchmark: our modules against mysqldump | gzip and mysql <, on a generated database of 1 GiB or more.
+
+On the lab's prod server (site.com), in one run:
+- generates the database montaiguillon_bench (>= --size-gib of InnoDB data,
+  random rows, INSERT ... SELECT doubling; kept between runs unless --regenerate);
+- backup: mysql_backup (zstd, then zstd + age) against `mariadb-dump | gzip`
+  run the way an operator would (docker exec on the server), same data;
+- restore: mysql_restore against `mariadb < dump.sql` (binlog off for both, so
+  the baseline is not slowed by binlog writes ours skips);
+- a concurrent writer (single-row INSERTs at a fixed rate, on the server, over
+  the unix socket) measured alone, during our backup and during the baseline's;
+- the restore drill (throwaway container) of the 1 GiB backup.
+Ratios are against the baseline measured in the same run.
+
+The server's cron is stopped while it runs (no scheduled backup or shipping
+in the middle) and started again at the end; the bench database and files are
+removed unless --keep.
+
+Usage: LAB_INVENTORY=... LAB_PREFIX=... benchmarks/backup.py [--size-gib 1] [--keep] [--regenerate]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests/e2e"))
+
+from labtools import INVENTORY  # noqa: E402
+from labtools import container as lab_container  # noqa: E402
+
+HOST = "site.com"
+SERVER = lab_container(HOST)
+DB = "montaiguillon_bench"
+BENCH_DIR = "/var/backups/montaiguillon/bench"
+WORK_DIR = "/var/tmp/montaiguillon-bench"  # noqa: S108 - on the lab server, root only (0700)
+PASSWORD_FILE = "/etc/montaiguillon/mysql/secrets/root_password"  # noqa: S105 - a path, read on the server
+WRITER_RATE = 50  # inserts per second
+TARGETS = {"backup": 0.9, "restore": 0.9, "p99": 2.0, "drill": 600.0}
+
+WRITER = r"""
+import json, os, sys, time
+import pymysql
+db, rate, stop_file, max_seconds = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+password = open("/etc/montaiguillon/mysql/secrets/root_password").read().strip()
+conn = pymysql.connect(unix_socket="/run/montaiguillon/mysql/mysqld.sock", user="root", password=password,
+                       database=db, autocommit=True)
+cur = conn.cursor()
+samples, interval, deadline = [], 1.0 / rate, time.monotonic() + max_seconds
+next_at = time.monotonic()
+while time.monotonic() < deadline and not os.path.exists(stop_file):
+    wall, start = time.time(), time.monotonic()
+    cur.execute("INSERT INTO bench_writes (payload) VALUES (%s)", (os.urandom(16).hex(),))
+    samples.append((wall, time.monotonic() - start))
+    next_at += interval
+    delay = next_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    else:
+        next_at = time.monotonic()
+print(json.dumps(samples))
+"""
+
+
+# ---- plumbing ----------------------------------------------------------------
+
+
+def on_server(command, check=True, input_bytes=None):
+    """A shell command on the lab server (as root)."""
+    proc = subprocess.run(["docker", "exec", "-i", SERVER, "bash", "-o", "pipefail", "-ec", command],
+                          input=input_bytes or b"", capture_output=True, check=False)  # fmt: skip
+    if check and proc.returncode != 0:
+        sys.exit(f"on {SERVER}: {command[:200]}\n{proc.stderr.decode(errors='replace')[-2000:]}")
+    return proc.stdout.decode(errors="replace")
+
+
+def sql(query, database=DB):
+    return on_server(
+        f"MYSQL_PWD=$(cat {PASSWORD_FILE}) docker exec -i -e MYSQL_PWD mysql mariadb -uroot -N -B {database}",
+        input_bytes=query.encode(),
+    ).strip()
+
+
+def module(name, args):
+    """Run one of our modules on the server with ad-hoc Ansible; return its result."""
+    env = {**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "json"}
+    args = {"login_password": "{{ mysql_root_password }}", **args}
+    proc = subprocess.run(
+        ["ansible", HOST, "-i", str(INVENTORY), "-m", name, "-a", json.dumps(args)],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:  # the json callback's document, then (ansible.cfg's profile_tasks) a recap
+        document, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{") :])
+        result = document["plays"][0]["tasks"][0]["hosts"][HOST]
+    except (ValueError, KeyError, IndexError):
+        sys.exit(f"{name} did not answer:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    if result.get("failed"):
+        sys.exit(f"{name} failed: {result.get('msg')}")
+    return result
+
+
+class Writer:
+    """The concurrent writer, on the server; samples are (wall time, seconds)."""
+
+    def __init__(self, seconds_max=900):
+        stop = f"{WORK_DIR}/writer.stop"
+        on_server(f"rm -f {stop}")
+        self.stop = stop
+        on_server(f"cat > {WORK_DIR}/writer.py", input_bytes=WRITER.encode())
+        command = ["docker", "exec", SERVER, "python3", f"{WORK_DIR}/writer.py", DB, str(WRITER_RATE), stop]
+        self.proc = subprocess.Popen(
+            [*command, str(seconds_max)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
+    def finish(self):
+        on_server(f"touch {self.stop}")
+        out, err = self.proc.communicate(timeout=120)
+        if self.proc.returncode != 0:
+            sys.exit(f"the writer failed: {err.decode()[-1000:]}")
+        return json.loads(out)
+
+
+def latency(samples, start=None, end=None):
+    values = sorted(s for wall, s in samples if (start is None or wall >= start) and (end is None or wall <= end))
+    if len(values) < 20:
+        sys.exit(f"too few writer samples ({len(values)}) to measure latency")
+    p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
+    return {"n": len(values), "p50": statistics.median(values) * 1000, "p99": p99 * 1000}
+
+
+def timed(command):
+    started = time.monotonic()
+    on_server(command)
+    return time.monotonic() - started
+
+
+# ---- steps -----------------------------------------------------------------------
+
+
+def data_bytes():
+    size = "COALESCE(SUM(data_length + index_length), 0)"
+    out = sql(f"SELECT {size} FROM information_schema.tables WHERE table_schema = '{DB}'", database="mysql")  # noqa: S608
+    return int(out or 0)
+
+
+def generate(size_gib, regenerate):
+    target = int(size_gib * 1024**3)
+    query = f"SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = '{DB}'"  # noqa: S608 - a constant
+    exists = sql(query, database="mysql")
+    if exists == "1" and not regenerate and data_bytes() >= target:
+        print(f"reusing {DB}: {data_bytes() / 1024**3:.2f} GiB", flush=True)
+        return
+    started = time.monotonic()
+    sql(f"DROP DATABASE IF EXISTS {DB}; CREATE DATABASE {DB}", database="mysql")
+    sql(
+        "SET SESSION sql_log_bin = 0;"
+        "CREATE TABLE bench_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer INT NOT NULL, code CHAR(32) NOT NULL,"
+        " note VARCHAR(255) NOT NULL, amount DECIMAL(12,2) NOT NULL, created DATETIME NOT NULL, KEY (customer));"
+        "CREATE TABLE bench_writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, payload CHAR(32) NOT NULL,"
+        " at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6));"
+        "INSERT INTO bench_rows (customer, code, note, amount, created)"
+        " SELECT FLOOR(RAND() * 100000), MD5(RAND()), CONCAT('order ', seq, ' ', SHA2(RAND(), 256), ' ',"
+        " SHA2(RAND(), 224)), ROUND(RAND() * 10000, 2), NOW() - INTERVAL FLOOR(RAND() * 31536000) SECOND"
+        " FROM seq_1_to_4096;"
+    )
+    while data_bytes() < target:
+        sql(
+            "SET SESSION sql_log_bin = 0;"
+            "INSERT INTO bench_rows (customer, code, note, amount, created)"
+            " SELECT FLOOR(RAND() * 100000), MD5(RAND()), CONCAT('order ', id, ' ', SHA2(RAND(), 256), ' ',"
+            " SHA2(RAND(), 224)), ROUND(RAND() * 10000, 2), NOW() - INTERVAL FLOOR(RAND() * 31536000) SECOND"
+            " FROM bench_rows; ANALYZE TABLE bench_rows;"
+        )
+        print(f"  generated {data_bytes() / 1024**3:.2f} GiB", flush=True)
+    print(f"generated {DB}: {data_bytes() / 1024**3:.2f} GiB in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def our_backup(encrypt=False):
+    args = {"backup_dir": BENCH_DIR, "database": DB, "kind": "manual", "label": "benchmark", "prune": False}
+    if encrypt:
+        args["encrypt_recipient_file"] = "/etc/montaiguillon/backup/age-recipients.txt"
+    started = time.monotonic()
+    result = module("mysql_backup", args)
+    return result["backup"], time.monotonic() - started
+
+
+def baseline_backup():
+    command = (
+        f"MYSQL_PWD=$(cat {PASSWORD_FILE}) docker exec -e MYSQL_PWD mysql mariadb-dump -uroot --single-transaction"
+        f" --quick --routines --triggers --events {DB} | gzip -6 > {WORK_DIR}/baseline.sql.gz"
+    )
+    seconds = timed(command)
+    size = int(on_server(f"stat -c %s {WORK_DIR}/baseline.sql.gz"))
+    return seconds, size
+
+
+def our_restore(backup_id):
+    started = time.monotonic()
+    result = module(
+        "mysql_restore",
+        {"backup_dir": BENCH_DIR, "backup": backup_id, "database": DB, "safety_backup": False},
+    )
+    return result["restore"], time.monotonic() - started
+
+
+def baseline_restore():
+    on_server(f"gzip -dc {WORK_DIR}/baseline.sql.gz > {WORK_DIR}/baseline.sql")
+    sql(f"DROP DATABASE {DB}; CREATE DATABASE {DB}", database="mysql")
+    command = (
+        f"MYSQL_PWD=$(cat {PASSWORD_FILE}) docker exec -i -e MYSQL_PWD mysql mariadb -uroot"
+        f" --init-command='SET SESSION sql_log_bin=0' {DB} < {WORK_DIR}/baseline.sql"
+    )
+    seconds = timed(command)
+    on_server(f"rm -f {WORK_DIR}/baseline.sql")
+    return seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gib", type=float, default=1.0, help="InnoDB data size to generate (default 1)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
+    parser.add_argument("--regenerate", action="store_true", help="generate the database even if it exists")
+    opts = parser.parse_args()
+
+    cron_was_active = on_server("systemctl is-active cron", check=False).strip() == "active"
+    on_server("systemctl stop cron", check=False)
+    on_server(f"mkdir -p -m 0700 {BENCH_DIR} {WORK_DIR}")
+    try:
+        return run(opts)
+    finally:
+        on_server(f"touch {WORK_DIR}/writer.stop")  # a writer left by a failed step stops by itself
+        if not opts.keep:
+            sql(f"DROP DATABASE IF EXISTS {DB}", database="mysql")
+            on_server(f"rm -rf {BENCH_DIR} {WORK_DIR}")
+        if cron_was_active:
+            on_server("systemctl start cron")
+
+
+def run(opts):
+    generate(opts.size_gib, opts.regenerate)
+    rows = int(sql("SELECT COUNT(*) FROM bench_rows"))
+    size = data_bytes()
+    print(f"database: {size / 1024**3:.2f} GiB of InnoDB data, {rows} rows; writer {WRITER_RATE}/s", flush=True)
+
+    print("writer alone (30 s) ...", flush=True)
+    writer = Writer()
+    time.sleep(30)
+    idle = latency(writer.finish())
+
+    print("our backup (mysql_backup, zstd) with the writer ...", flush=True)
+    writer = Writer()
+    time.sleep(3)
+    start = time.time()
+    ours, ours_wall = our_backup()
+    end = time.time()
+    during_ours = latency(writer.finish(), start, end)
+
+    print("baseline backup (mariadb-dump | gzip) with the writer ...", flush=True)
+    writer = Writer()
+    time.sleep(3)
+    start = time.time()
+    base_seconds, base_size = baseline_backup()
+    end = time.time()
+    during_base = latency(writer.finish(), start, end)
+
+    print("our backup, zstd + age encryption ...", flush=True)
+    encrypted, _ = our_backup(encrypt=True)
+
+    print("our restore (mysql_restore) ...", flush=True)
+    restored, restore_wall = our_restore(ours["id"])
+    assert int(sql("SELECT COUNT(*) FROM bench_rows")) == rows
+    print("baseline restore (mariadb < dump.sql) ...", flush=True)
+    base_restore = baseline_restore()
+    assert int(sql("SELECT COUNT(*) FROM bench_rows")) == rows
+
+    print("restore drill (throwaway container) ...", flush=True)
+    drill = module(
+        "mysql_restore",
+        {"mode": "drill", "backup_dir": BENCH_DIR, "backup": ours["id"], "database": DB, "drill_timeout": 600},
+    )["drill"]
+
+    sql_bytes = ours["uncompressed_bytes"]
+    mib = 1024 * 1024
+
+    def rate(seconds):
+        return f"{sql_bytes / mib / seconds:7.1f} MiB/s"
+
+    backup_ratio = base_seconds / ours["duration_seconds"]
+    restore_ratio = base_restore / restored["load_seconds"]
+    p99_ratio = during_ours["p99"] / idle["p99"]
+    print()
+    print(f"data: {size / 1024**3:.2f} GiB InnoDB, {rows} rows, dump {sql_bytes / mib:.0f} MiB of SQL")
+    print(f"{'':<40}{'seconds':>9}  {'throughput':>14}  {'size':>10}")
+    print(f"{'backup  ours (zstd)':<40}{ours['duration_seconds']:>9.1f}  {rate(ours['duration_seconds']):>14}"
+          f"  {ours['compressed_bytes'] / mib:>6.0f} MiB   (with Ansible: {ours_wall:.1f} s)")  # fmt: skip
+    print(f"{'backup  ours (zstd + age)':<40}{encrypted['duration_seconds']:>9.1f}"
+          f"  {rate(encrypted['duration_seconds']):>14}  {encrypted['compressed_bytes'] / mib:>6.0f} MiB")  # fmt: skip
+    print(f"{'backup  mariadb-dump | gzip -6':<40}{base_seconds:>9.1f}  {rate(base_seconds):>14}"
+          f"  {base_size / mib:>6.0f} MiB")  # fmt: skip
+    print(f"{'restore ours (mysql_restore), load':<40}{restored['load_seconds']:>9.1f}"
+          f"  {rate(restored['load_seconds']):>14}")  # fmt: skip
+    print(f"{'  + row-count check of every table':<40}{restored['seconds']:>9.1f}  {rate(restored['seconds']):>14}"
+          f"              (with Ansible: {restore_wall:.1f} s)")  # fmt: skip
+    print(f"{'restore mariadb < dump.sql':<40}{base_restore:>9.1f}  {rate(base_restore):>14}")
+    print(f"{'drill   (load + check, throwaway server)':<40}{drill['restore_seconds']:>9.1f}"
+          f"  {rate(drill['restore_seconds']):>14}"
+          f"   total {drill['total_seconds']:.1f} s, {drill['status']}")  # fmt: skip
+    print()
+    print(f"writer latency (ms)      {'samples':>8} {'p50':>8} {'p99':>8}")
+    for name, lat in (("alone", idle), ("during our backup", during_ours), ("during mariadb-dump|gzip", during_base)):
+        print(f"  {name:<24}{lat['n']:>7} {lat['p50']:>8.2f} {lat['p99']:>8.2f}")
+    print()
+    checks = [
+        ("backup throughput vs baseline", backup_ratio, f">= {TARGETS['backup']}x", backup_ratio >= TARGETS["backup"]),
+        ("restore (load) throughput vs baseline", restore_ratio, f">= {TARGETS['restore']}x",
+         restore_ratio >= TARGETS["restore"]),
+        ("size, ours / baseline", ours["compressed_bytes"] / base_size, "(smaller is better)", True),
+        ("writer p99 during backup / alone", p99_ratio, f"<= {TARGETS['p99']}x", p99_ratio <= TARGETS["p99"]),
+        ("drill of the whole backup (s)", drill["total_seconds"], f"< {TARGETS['drill']:.0f} s",
+         drill["total_seconds"] < TARGETS["drill"] and drill["status"] == "passed"),
+    ]  # fmt: skip
+    for name, value, target, ok in checks:
+        print(f"{name:<36}{value:>8.2f}   {target:<20}{'ok' if ok else 'MISSED'}")
+    return 0 if all(ok for *_, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
