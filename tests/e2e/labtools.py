@@ -42,7 +42,7 @@ def ansible_playbook(*args, env=None):
     """Run ansible-playbook from the repository root; return rc, output and recap."""
     full_env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})}
     proc = subprocess.run(
-        ["ansible-playbook", "-i", str(INVENTORY), *args],
+        ["ansible-playbook", *([] if "-i" in args else ["-i", str(INVENTORY)]), *args],
         cwd=ROOT,
         env=full_env,
         stdout=subprocess.PIPE,
