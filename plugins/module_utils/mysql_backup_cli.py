@@ -34,7 +34,6 @@ from ansible.module_utils import mysql_backup_lib as lib
 
 PROG = "montaiguillon-backup"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-LOGIN_KEYS = ("login_user", "login_password", "login_unix_socket", "login_host", "login_port", "connect_timeout")
 DEFAULTS = {
     "container": "mysql",
     "compression": "zstd",
@@ -185,10 +184,6 @@ def read_status(path):
 # ---------------------------------------------------------------------------
 
 
-def login_of(config):
-    return {key: config.get(key) for key in LOGIN_KEYS}
-
-
 def prepare_dir(config):
     try:
         os.makedirs(config["backup_dir"], mode=0o700, exist_ok=True)
@@ -202,7 +197,7 @@ def job_backup(config, reporter, kind="scheduled", label=""):
     with lib.backup_dir_lock(config["backup_dir"], config["lock_timeout"]):
         backup = lib.run_backup(
             api,
-            login_of(config),
+            lib.login_options(config),
             container=config["container"],
             database=config["database"],
             backup_dir=config["backup_dir"],
@@ -237,7 +232,7 @@ def job_binlogs(config, reporter):
     with lib.backup_dir_lock(config["backup_dir"], config["lock_timeout"]):
         shipped = lib.ship_binlogs(
             api,
-            login_of(config),
+            lib.login_options(config),
             container=config["container"],
             backup_dir=config["backup_dir"],
             encrypt_recipient_file=config.get("encrypt_recipient_file"),
@@ -441,7 +436,7 @@ def cmd_selftest(config, _reporter, _args):
     lib.inspect_container(api, config["container"])
     checks["container"] = config["container"]
     checks["tools"] = lib.detect_tools(api, config["container"])
-    conn = lib.connect(login_of(config))
+    conn = lib.connect(lib.login_options(config))
     try:
         facts = lib.server_facts(conn, config["database"])
     finally:

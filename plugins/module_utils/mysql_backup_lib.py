@@ -983,6 +983,26 @@ def inspect_container(api, container):
 
 # ---- PyMySQL --------------------------------------------------------------
 
+# Options of every module working on a database in a container (documented by
+# plugins/doc_fragments/mysql_container.py), and the login part of them.
+LOGIN_KEYS = ("login_user", "login_password", "login_unix_socket", "login_host", "login_port", "connect_timeout")
+CONTAINER_ARGUMENT_SPEC = {
+    "container": {"type": "str", "default": "mysql"},
+    "lock_timeout": {"type": "int", "default": 600},
+    "login_user": {"type": "str", "default": "root"},
+    "login_password": {"type": "str", "no_log": True},
+    "login_unix_socket": {"type": "path", "default": "/run/montaiguillon/mysql/mysqld.sock"},
+    "login_host": {"type": "str"},
+    "login_port": {"type": "int", "default": 3306},
+    "connect_timeout": {"type": "int", "default": 10},
+    "docker_host": {"type": "str"},
+}
+
+
+def login_options(params):
+    """The login part of a module's or a config file's parameters, as ``connect`` takes it."""
+    return {key: params.get(key) for key in LOGIN_KEYS}
+
 
 def connect(login, database=None):
     if not HAS_PYMYSQL:

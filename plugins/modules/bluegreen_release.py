@@ -206,7 +206,7 @@ options:
   lock_wait:
     description:
       - Seconds to wait for a deploy that holds the lock and is still running (for example one whose
-        controller was killed: the module goes on on the server) before failing. 0 fails at once.
+        controller was killed, the module goes on on the server) before failing. 0 fails at once.
     type: float
     default: 0
   break_lock:

@@ -43,10 +43,6 @@ options:
     description:
       - Database to back up. Required with O(state=present); with O(state=list), only lists its backups.
     type: str
-  container:
-    description: Name or id of the running database container.
-    type: str
-    default: mysql
   kind:
     description: Why this backup is taken; part of its id and recorded in the manifest.
     type: str
@@ -102,43 +98,12 @@ options:
     description: With O(state=list), also hash every dump and report C(checksum_ok) (reads every file).
     type: bool
     default: false
-  lock_timeout:
-    description: Seconds to wait for another backup or restore of O(backup_dir) to finish.
-    type: int
-    default: 600
-  login_user:
-    description: Database user, for the dump inside the container and for queries.
-    type: str
-    default: root
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_unix_socket:
-    description:
-      - Socket on the server for queries; the container's C(/run/mysqld) bind-mounted from the host.
-    type: path
-    default: /run/montaiguillon/mysql/mysqld.sock
-  login_host:
-    description: Host for queries over TCP instead of O(login_unix_socket).
-    type: str
-  login_port:
-    description: Port with O(login_host).
-    type: int
-    default: 3306
-  connect_timeout:
-    description: Seconds to wait for a database connection.
-    type: int
-    default: 10
-  docker_host:
-    description: Docker engine URL; defaults to E(DOCKER_HOST) or the local socket.
-    type: str
 requirements:
-  - Docker SDK for Python 5.0.3 or later (Debian python3-docker)
-  - PyMySQL 1.0.2 or later (Debian python3-pymysql)
   - zstd or gzip on the server; age when O(encrypt_recipient_file) is set
   - the database container has mariadb-dump or mysqldump, a client, sh, and a writable /tmp
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - mysql_container
 attributes:
   check_mode:
     support: full
@@ -253,6 +218,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mysql_backup_lib import (
+    CONTAINER_ARGUMENT_SPEC,
     DEFAULT_RETENTION,
     BackupError,
     apply_retention,
@@ -264,6 +230,7 @@ from ansible.module_utils.mysql_backup_lib import (
     iso,
     latest_good,
     list_backups,
+    login_options,
     make_backup_id,
     plan_retention,
     public_entry,
@@ -273,15 +240,12 @@ from ansible.module_utils.mysql_backup_lib import (
     verify_backup_file,
 )
 
-LOGIN_KEYS = ("login_user", "login_password", "login_unix_socket", "login_host", "login_port", "connect_timeout")
-
 
 def argument_spec():
     return {
         "state": {"type": "str", "choices": ["present", "list"], "default": "present"},
         "backup_dir": {"type": "path", "required": True},
         "database": {"type": "str"},
-        "container": {"type": "str", "default": "mysql"},
         "kind": {"type": "str", "choices": ["scheduled", "manual", "pre-deploy", "safety"], "default": "manual"},
         "label": {"type": "str", "default": ""},
         "compression": {"type": "str", "choices": ["zstd", "gzip"], "default": "zstd"},
@@ -294,14 +258,7 @@ def argument_spec():
         },
         "prune": {"type": "bool", "default": True},
         "verify_checksums": {"type": "bool", "default": False},
-        "lock_timeout": {"type": "int", "default": 600},
-        "login_user": {"type": "str", "default": "root"},
-        "login_password": {"type": "str", "no_log": True},
-        "login_unix_socket": {"type": "path", "default": "/run/montaiguillon/mysql/mysqld.sock"},
-        "login_host": {"type": "str"},
-        "login_port": {"type": "int", "default": 3306},
-        "connect_timeout": {"type": "int", "default": 10},
-        "docker_host": {"type": "str"},
+        **CONTAINER_ARGUMENT_SPEC,
     }
 
 
@@ -309,7 +266,7 @@ class BackupManager:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.login = {key: self.params[key] for key in LOGIN_KEYS}
+        self.login = login_options(self.params)
 
     def list(self):
         entries = list_backups(self.params["backup_dir"], self.params["database"])

@@ -40,10 +40,6 @@ options:
       - Database to restore into; defaults to the database recorded in the manifest.
       - With O(backup=latest), only backups of this database are considered.
     type: str
-  container:
-    description: Name or id of the running database container.
-    type: str
-    default: mysql
   safety_backup:
     description: In V(restore) mode, back up the current database first (skipped when it does not exist).
     type: bool
@@ -77,41 +73,11 @@ options:
     type: str
     choices: [zstd, gzip]
     default: zstd
-  lock_timeout:
-    description: Seconds to wait for another backup or restore of O(backup_dir) to finish.
-    type: int
-    default: 600
-  login_user:
-    description: Database user, for the client inside the container and for queries.
-    type: str
-    default: root
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_unix_socket:
-    description: Socket on the server for queries; the container's C(/run/mysqld) bind-mounted from the host.
-    type: path
-    default: /run/montaiguillon/mysql/mysqld.sock
-  login_host:
-    description: Host for queries over TCP instead of O(login_unix_socket).
-    type: str
-  login_port:
-    description: Port with O(login_host).
-    type: int
-    default: 3306
-  connect_timeout:
-    description: Seconds to wait for a database connection.
-    type: int
-    default: 10
-  docker_host:
-    description: Docker engine URL; defaults to E(DOCKER_HOST) or the local socket.
-    type: str
 requirements:
-  - Docker SDK for Python 5.0.3 or later (Debian python3-docker)
-  - PyMySQL 1.0.2 or later (Debian python3-pymysql)
   - zstd or gzip on the server (as the backup used); age for encrypted backups
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - mysql_container
 attributes:
   check_mode:
     support: full
@@ -209,6 +175,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mysql_backup_lib import (
+    CONTAINER_ARGUMENT_SPEC,
     BackupError,
     backup_dir_lock,
     compare_row_counts,
@@ -220,6 +187,7 @@ from ansible.module_utils.mysql_backup_lib import (
     docker_api,
     inspect_container,
     load_backup,
+    login_options,
     parse_stop_datetime,
     record_drill,
     recreate_database,
@@ -230,8 +198,6 @@ from ansible.module_utils.mysql_backup_lib import (
     server_facts,
 )
 
-LOGIN_KEYS = ("login_user", "login_password", "login_unix_socket", "login_host", "login_port", "connect_timeout")
-
 
 def argument_spec():
     return {
@@ -239,7 +205,6 @@ def argument_spec():
         "backup_dir": {"type": "path", "required": True},
         "backup": {"type": "str", "default": "latest"},
         "database": {"type": "str"},
-        "container": {"type": "str", "default": "mysql"},
         "safety_backup": {"type": "bool", "default": True},
         "stop_datetime": {"type": "str"},
         "decrypt_identity_file": {"type": "path"},
@@ -247,14 +212,7 @@ def argument_spec():
         "drill_timeout": {"type": "int", "default": 300},
         "log_restore": {"type": "bool", "default": False},
         "compression": {"type": "str", "choices": ["zstd", "gzip"], "default": "zstd"},
-        "lock_timeout": {"type": "int", "default": 600},
-        "login_user": {"type": "str", "default": "root"},
-        "login_password": {"type": "str", "no_log": True},
-        "login_unix_socket": {"type": "path", "default": "/run/montaiguillon/mysql/mysqld.sock"},
-        "login_host": {"type": "str"},
-        "login_port": {"type": "int", "default": 3306},
-        "connect_timeout": {"type": "int", "default": 10},
-        "docker_host": {"type": "str"},
+        **CONTAINER_ARGUMENT_SPEC,
     }
 
 
@@ -262,7 +220,7 @@ class RestoreManager:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.login = {key: self.params[key] for key in LOGIN_KEYS}
+        self.login = login_options(self.params)
 
     def run(self):
         params = self.params

@@ -125,17 +125,3 @@ def test_password_is_no_log(mod):
     assert spec["login_password"]["no_log"] is True
     assert spec["login_unix_socket"]["default"] == "/run/montaiguillon/mysql/mysqld.sock"
     assert {k: v["default"] for k, v in spec["retention"]["options"].items()} == lib.DEFAULT_RETENTION
-
-
-def test_documentation_matches_the_argument_spec(mod):
-    import yaml
-
-    doc = yaml.safe_load(mod.DOCUMENTATION)
-    spec = mod.argument_spec()
-    assert set(doc["options"]) == set(spec)
-    for name, option in doc["options"].items():
-        assert option.get("default") == spec[name].get("default"), name
-        assert option["type"] == spec[name]["type"], name
-    assert set(doc["attributes"]) >= {"check_mode", "diff_mode", "platform"}
-    yaml.safe_load(mod.EXAMPLES)
-    yaml.safe_load(mod.RETURN)

@@ -321,16 +321,3 @@ def test_plain_backup_decompresses_with_its_compressor(world):
     commands = lib.decompress_commands(manifest, manifest["path"])
     assert commands == [["gzip", "-d", "-c", manifest["path"]]]
     assert gzip.decompress(Path(manifest["path"]).read_bytes()) == DUMP
-
-
-def test_documentation_matches_the_argument_spec(mod):
-    import yaml
-
-    doc = yaml.safe_load(mod.DOCUMENTATION)
-    spec = mod.argument_spec()
-    assert set(doc["options"]) == set(spec)
-    for name, option in doc["options"].items():
-        assert option.get("default") == spec[name].get("default"), name
-    assert spec["login_password"]["no_log"] is True
-    yaml.safe_load(mod.EXAMPLES)
-    yaml.safe_load(mod.RETURN)
