@@ -671,6 +671,19 @@ class BlueGreenRelease:
         env = self.environment()
         self.engine.start_container(name, image_id, env, self.p["networks"], labels)
 
+    def start_and_wait(self, colour, image_id, image_ref, release_id, revision, image, serving_note):
+        """The steps "start <colour>" and "health": a failed start is discarded, the live colour untouched."""
+        with self.step(f"start {colour}") as step:
+            self.start_colour(colour, image_id, image_ref, release_id, revision, image_declared_version(image))
+            step.detail = f"{self.cname(colour)} started from {image_ref} ({short_id(image_id)})"
+        with self.step("health") as step:
+            try:
+                attempts, last = self.wait_healthy(colour, serving_note)
+            except StepFailed as exc:
+                exc.args = (f"{exc} ({self.discard(colour)})",)
+                raise
+            step.detail = f"{self.cname(colour)} healthy after {attempts} tries ({last})"
+
     def wait_healthy(self, colour, serving_note):
         name = self.cname(colour)
         timeout = self.p["health_timeout"]
@@ -987,20 +1000,8 @@ class BlueGreenRelease:
             if self.p.get("migrate_command"):
                 self.migrate(image_id, release_id, serving)
 
-            with self.step(f"start {target}") as step:
-                touched = True
-                self.start_colour(
-                    target, image_id, ref, release_id, self.p.get("revision"), image_declared_version(image)
-                )
-                step.detail = f"{self.cname(target)} started from {ref} ({short_id(image_id)})"
-
-            with self.step("health") as step:
-                try:
-                    attempts, last = self.wait_healthy(target, serving)
-                except StepFailed as exc:
-                    exc.args = (f"{exc} ({self.discard(target)})",)
-                    raise
-                step.detail = f"{self.cname(target)} healthy after {attempts} tries ({last})"
+            touched = True
+            self.start_and_wait(target, image_id, ref, release_id, self.p.get("revision"), image, serving)
 
             with self.step("version") as step:
                 try:
@@ -1030,7 +1031,7 @@ class BlueGreenRelease:
 
             try:
                 with self.step("verify") as step:
-                    attempts, last = self.verify_proxy(version)
+                    attempts, _last = self.verify_proxy(version)
                     step.detail = f"{self.p['verify_url']} serves {version} ({attempts} tries)"
                 if self.p["verify_window"] > 0:
                     with self.step("watch") as step:
@@ -1310,23 +1311,9 @@ class BlueGreenRelease:
                         "is no longer on the server (pruned?); deploy it again with state=present "
                         f"image={target.get('image')}; {serving}"
                     )
-                with self.step(f"start {colour}") as step:
-                    self.start_colour(
-                        colour,
-                        image_id,
-                        target.get("image"),
-                        target["release"],
-                        target.get("revision"),
-                        image_declared_version(image),
-                    )
-                    step.detail = f"{self.cname(colour)} started from {target.get('image')} ({short_id(image_id)})"
-                with self.step("health") as step:
-                    try:
-                        attempts, last = self.wait_healthy(colour, serving)
-                    except StepFailed as exc:
-                        exc.args = (f"{exc} ({self.discard(colour)})",)
-                        raise
-                    step.detail = f"{self.cname(colour)} healthy after {attempts} tries ({last})"
+                self.start_and_wait(
+                    colour, image_id, target.get("image"), target["release"], target.get("revision"), image, serving
+                )
             with self.step("version") as step:
                 version, _revision = self.read_version(colour)
                 step.detail = f"{self.cname(colour)} reports version {version}"
