@@ -38,6 +38,7 @@ DEFAULTS = {
     "container": "mysql",
     "compression": "zstd",
     "min_size_bytes": 1024,
+    "max_rate": "0",
     "retention": dict(lib.DEFAULT_RETENTION),
     "prune": True,
     "lock_timeout": 600,
@@ -81,6 +82,10 @@ def load_config(path):
         absent = [k for k in ("target", "ssh_key", "known_hosts") if not config["offsite"].get(k)]
         if absent:
             raise ConfigError(f"offsite is enabled but {', '.join(absent)} is not set in {path}")
+    try:
+        lib.parse_rate(config["max_rate"])
+    except lib.BackupError as exc:
+        raise ConfigError(f"{exc} (in {path})") from exc
     config.setdefault("host", socket.gethostname())
     return config
 
@@ -206,6 +211,7 @@ def job_backup(config, reporter, kind="scheduled", label=""):
             compression=config["compression"],
             min_size_bytes=config["min_size_bytes"],
             encrypt_recipient_file=config.get("encrypt_recipient_file"),
+            max_rate=lib.parse_rate(config["max_rate"]),
             warn=reporter.warn,
         )
         pruned = []

@@ -85,6 +85,54 @@ class BackupError(Exception):
     """A failure explained for the operator (never holds a secret)."""
 
 
+RATE_RE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kKmMgG]?)(?:i?B)?(?:/s)?\s*$")
+RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_rate(value):
+    """Bytes per second from ``20M``, ``512k``, ``1.5G``, ``20MiB/s`` or a number of bytes; 0 means no limit."""
+    if value is None or value == "":
+        return 0
+    match = RATE_RE.match(str(value))
+    if not match:
+        raise BackupError(f"max_rate {value!r} is not a rate: give bytes per second like 20M, 512k or 0 (no limit)")
+    rate = float(match["number"]) * RATE_UNITS[match["unit"].lower()]
+    if 0 < rate < 64 * 1024:
+        raise BackupError(f"max_rate {value!r} is below 64k per second: a backup would take days; 0 means no limit")
+    return int(rate)
+
+
+class Pacer:
+    """Holds a stream to ``rate`` bytes per second on average (0: no limit) by sleeping between chunks.
+
+    A paced dump leaves CPU to the site: the database thread serving the dump,
+    the dump tool and the compressor all wait while the reader sleeps, so on a
+    small server the site's queries find a free core at once. Like
+    pg_basebackup's --max-rate, the limit applies to the data read (here the
+    uncompressed dump).
+    """
+
+    def __init__(self, rate, clock=None, sleep=None):
+        self.rate = rate
+        self.clock = clock or time.monotonic
+        self.sleep = sleep or time.sleep
+        self.start = None
+        self.total = 0
+        self.slept = 0.0
+
+    def __call__(self, size):
+        if not self.rate:
+            return
+        now = self.clock()
+        if self.start is None:
+            self.start = now
+        self.total += size
+        ahead = self.total / self.rate - (now - self.start)
+        if ahead > 0:
+            self.sleep(ahead)
+            self.slept += ahead
+
+
 def utcnow():
     return dt.datetime.now(dt.UTC)
 
@@ -348,6 +396,7 @@ def build_manifest(
     scan,
     server,
     tool,
+    pacing=None,
 ):
     """Assemble the manifest of a finished, checked backup (``scan`` is a DumpScanner)."""
     binlog = None
@@ -364,6 +413,7 @@ def build_manifest(
         "started_at": iso(started),
         "finished_at": iso(finished),
         "duration_seconds": round(duration, 3),
+        "pacing": pacing or {"max_rate_bytes": 0, "paused_seconds": 0.0},
         "compression": compression,
         "encryption": encryption,
         "sha256": sha256,
@@ -1253,9 +1303,13 @@ def run_backup(
     compression="zstd",
     min_size_bytes=1024,
     encrypt_recipient_file=None,
+    max_rate=0,
     warn=lambda _msg: None,
 ):
     """Take one backup into ``backup_dir`` and return its manifest (with ``path``).
+
+    ``max_rate`` (bytes per second of dump, 0: no limit) paces the dump so that
+    a backup leaves the server's CPU to the site (see ``Pacer``).
 
     The caller holds ``backup_dir_lock``. Nothing is left under a final name
     unless the dump succeeded, ended with its trailer and is big enough.
@@ -1300,6 +1354,7 @@ def run_backup(
         except OSError as exc:
             raise BackupError(describe_os_error(exc, partial_path)) from exc
         stream = None
+        pace = Pacer(max_rate)
         try:
             nice = ["nice", "-n", str(BACKUP_NICE)] if tools.get("nice") else []
             dump = [*nice, tools["dump"], f"--defaults-extra-file={cnf}", *flags, database]
@@ -1307,6 +1362,7 @@ def run_backup(
             for data in stream.stdout_chunks():
                 scan.feed(data)
                 pipeline.write(data)
+                pace(len(data))
             sha256, compressed_bytes = pipeline.finish()
             exit_code = stream.exit_code()
             scan.finish()
@@ -1351,6 +1407,7 @@ def run_backup(
             "collation": facts["collation"],
         },
         tool={"name": tools["dump"], "flags": flags},
+        pacing={"max_rate_bytes": max_rate, "paused_seconds": round(pace.slept, 3)},
     )
     try:
         atomic_write_json(os.path.join(backup_dir, f"{backup_id}.json"), manifest)

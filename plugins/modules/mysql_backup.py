@@ -62,6 +62,14 @@ options:
     description: An uncompressed dump smaller than this is an error (an empty or broken dump).
     type: int
     default: 1024
+  max_rate:
+    description:
+      - Most bytes of dump per second, like C(20M), C(512k) or C(1G) (binary units); V(0) means no limit.
+      - A paced dump leaves CPU to the site. On a small server a dump at full speed takes every core
+        (the database thread serving it, the dump tool, the compressor) and the site's own queries wait
+        for one; C(benchmarks/backup.py) measures the writer latency this costs, with and without a limit.
+    type: str
+    default: "0"
   encrypt_recipient_file:
     description:
       - Path on the server of an C(age) recipients file (public keys). When set, the compressed dump is
@@ -232,6 +240,7 @@ from ansible.module_utils.mysql_backup_lib import (
     list_backups,
     login_options,
     make_backup_id,
+    parse_rate,
     plan_retention,
     public_entry,
     run_backup,
@@ -250,6 +259,7 @@ def argument_spec():
         "label": {"type": "str", "default": ""},
         "compression": {"type": "str", "choices": ["zstd", "gzip"], "default": "zstd"},
         "min_size_bytes": {"type": "int", "default": 1024},
+        "max_rate": {"type": "str", "default": "0"},
         "encrypt_recipient_file": {"type": "path"},
         "retention": {
             "type": "dict",
@@ -324,6 +334,7 @@ class BackupManager:
         params = self.params
         if not params["database"]:
             self.module.fail_json(msg="database is required with state=present")
+        max_rate = parse_rate(params["max_rate"])  # bad input fails before anything is done
         if self.module.check_mode:
             return self.plan()
         backup_dir = params["backup_dir"]
@@ -344,6 +355,7 @@ class BackupManager:
                 compression=params["compression"],
                 min_size_bytes=params["min_size_bytes"],
                 encrypt_recipient_file=params["encrypt_recipient_file"],
+                max_rate=max_rate,
                 warn=self.module.warn,
             )
             pruned = apply_retention(backup_dir, params["database"], params["retention"]) if params["prune"] else []

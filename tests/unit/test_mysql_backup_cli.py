@@ -195,6 +195,7 @@ def test_drill_records_the_result_and_a_failed_drill_exits_1(world, monkeypatch,
         ("{not json", "is not valid JSON"),
         ('{"backup_dir": "/b"}', "lacks database"),
         ('{"backup_dir": "/b", "database": "d", "offsite": {"enabled": true}}', "offsite is enabled but target"),
+        ('{"backup_dir": "/b", "database": "d", "max_rate": "fast"}', "max_rate 'fast' is not a rate"),
     ],
 )
 def test_a_bad_configuration_exits_2_with_a_clear_message(tmp_path, capsys, content, message):

@@ -603,3 +603,41 @@ def test_quote_identifier():
 )
 def test_describe_os_error(err, text):
     assert lib.describe_os_error(OSError(err, os.strerror(err)), "/b/x") == text
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("0", 0),
+        ("", 0),
+        (None, 0),
+        ("20M", 20 * 1024**2),
+        ("512k", 512 * 1024),
+        ("1.5G", int(1.5 * 1024**3)),
+        ("20MiB/s", 20 * 1024**2),
+        (" 100000 ", 100000),
+        (20971520, 20971520),
+    ],
+)
+def test_parse_rate(text, rate):
+    assert lib.parse_rate(text) == rate
+
+
+def test_the_pacer_holds_the_average_rate_and_never_sleeps_when_behind():
+    now = [100.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    pace = lib.Pacer(1000, clock=lambda: now[0], sleep=sleep)
+    pace(500)  # half a second of budget, used at once: wait for it
+    assert slept == [0.5]
+    now[0] += 2.0  # the source was slow: two seconds passed without data
+    pace(500)
+    assert slept == [0.5]  # behind the rate: no sleep
+    assert pace.slept == 0.5
+    unlimited = lib.Pacer(0, clock=lambda: now[0], sleep=sleep)
+    unlimited(10**9)
+    assert slept == [0.5]

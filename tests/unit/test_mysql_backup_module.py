@@ -115,6 +115,30 @@ def test_failures_are_one_message_and_leave_nothing(mod, world, capsys):
     assert [n for n in os.listdir(world.backup_dir) if not n.startswith(".")] == []
 
 
+def test_a_paced_backup_records_its_pace_and_holds_the_same_data(mod, world, capsys, monkeypatch):
+    # time passes only in sleep(): the clock is the real one plus what was slept
+    real, offset = lib.time.monotonic, [0.0]
+    monkeypatch.setattr(lib.time, "monotonic", lambda: real() + offset[0])
+    monkeypatch.setattr(lib.time, "sleep", lambda seconds: offset.__setitem__(0, offset[0] + seconds))
+    fast = run(mod, capsys, **base(world))["backup"]
+    paced = run(mod, capsys, **base(world, max_rate="64k"))["backup"]
+    assert fast["pacing"] == {"max_rate_bytes": 0, "paused_seconds": 0.0}
+    assert paced["pacing"]["max_rate_bytes"] == 65536
+    # the whole dump at 64 KiB/s: it took (at least) size / rate, mostly asleep
+    assert paced["duration_seconds"] >= paced["uncompressed_bytes"] / 65536 * 0.95
+    assert paced["pacing"]["paused_seconds"] == pytest.approx(paced["uncompressed_bytes"] / 65536, rel=0.1)
+    assert fast["duration_seconds"] < paced["duration_seconds"] / 4
+    assert paced["row_counts"] == fast["row_counts"] and paced["uncompressed_bytes"] == fast["uncompressed_bytes"]
+
+
+@pytest.mark.parametrize("max_rate", ["fast", "-1M", "1k"])
+def test_a_bad_pace_fails_before_anything_is_done(mod, world, capsys, max_rate):
+    result = run(mod, capsys, **base(world, max_rate=max_rate))
+    assert result["failed"] is True
+    assert f"max_rate {max_rate!r}" in result["msg"]
+    assert world.api.commands == [] and not world.backup_dir.exists()
+
+
 def test_present_needs_a_database(mod, world, capsys):
     result = run(mod, capsys, backup_dir=str(world.backup_dir))
     assert result["failed"] is True and "database is required" in result["msg"]
