@@ -102,7 +102,7 @@ define require_env
 	@case "$(ENV)" in test|prod) ;; *) echo "usage: make $@ ENV=test|prod$(1)" >&2; exit 2;; esac
 endef
 
-.PHONY: pipeline pipeline-e2e unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now smoke-site \
+.PHONY: pipeline pipeline-e2e unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now maintenance smoke-site \
 	workflows-check actionlint bench-pipeline hooks
 
 pipeline: setup ## Every stage on the lab, timed: lint .. prod (PIPELINE_ARGS='--probe --skip lint')
@@ -140,6 +140,11 @@ rollback-env: setup ## Roll ENV (test|prod) back to its previous release, or to 
 backup-now: setup ## Back ENV (test|prod) up now (backup.yml)
 	$(call require_env)
 	ansible-playbook backup.yml -i "$(INVENTORY)" -l "$(ENV)"
+
+maintenance: setup ## The maintenance page of ENV (test|prod) on or off: MODE=on|off (playbooks/maintenance.yml)
+	$(call require_env, MODE=on|off)
+	@case "$(MODE)" in on|off) ;; *) echo "usage: make maintenance ENV=test|prod MODE=on|off" >&2; exit 2;; esac
+	ansible-playbook playbooks/maintenance.yml -i "$(INVENTORY)" -l "$(ENV)" -e "maintenance=$(MODE)"
 
 smoke-site: ## Smoke tests of ENV (the lab's address, or URL=https://... HTTP_URL=http://...); EXPECT_VERSION=x
 	$(call require_env, [URL=https://...] [EXPECT_VERSION=x])

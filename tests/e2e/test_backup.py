@@ -7,12 +7,16 @@ runs before the role is part of site.yml. Each test writes its own table.
 """
 
 import hashlib
+import http.client
 import json
 import re
+import ssl
 import subprocess
+import threading
 import time
 
 import pytest
+import yaml
 from labtools import INVENTORY, PREFIX, on_server
 from labtools import container as lab_container
 
@@ -27,6 +31,14 @@ CRON_FILE = "/etc/cron.d/montaiguillon-backup"
 IDENTITY = INVENTORY.parent / ".generated" / "backup" / "age-identity.txt"
 # The environment cron gives a job (Debian's cron: a minimal PATH, HOME and SHELL).
 CRON_ENV = ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/root", "SHELL=/bin/sh", "LOGNAME=root"]
+MAINTENANCE_FLAG = "/etc/montaiguillon/proxy/conf.d/maintenance/on"
+PROXY_HEALTH = "/.proxy/health"
+
+
+def https_port(host=HOST):
+    """The site's HTTPS port on 127.0.0.1, from the lab's inventory (each lab has its own)."""
+    hosts = yaml.safe_load(INVENTORY.read_text())["all"]["children"]["lab_servers"]["children"]
+    return next(g["hosts"][host]["lab_https_port"] for g in hosts.values() if host in g.get("hosts", {}))
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -80,6 +92,77 @@ def cron_command(name):
 
 def run_cron_job(name):
     return on_server(SERVER, *CRON_ENV, "/bin/sh", "-c", cron_command(name), check=False)
+
+
+class Visitor:
+    """Polls the site (and the proxy's health endpoint) on 127.0.0.1 until stopped, at most ``seconds``.
+
+    One new TLS connection per request, as a new visitor; records (time, path,
+    status, maintenance header, Retry-After, body). Bounded in time and count.
+    """
+
+    def __init__(self, seconds=900, interval=0.2, max_requests=20000):
+        self.port, self.seconds, self.interval, self.max_requests = https_port(), seconds, interval, max_requests
+        self.seen = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tls = ssl.create_default_context()
+        self._tls.check_hostname = False
+        self._tls.verify_mode = ssl.CERT_NONE
+
+    def get(self, path):
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=self._tls)
+        try:
+            conn.request("GET", path, headers={"Host": HOST})
+            response = conn.getresponse()
+            body = response.read(4096).decode("utf-8", "replace")
+            return (response.status, response.getheader("X-Montaiguillon-Maintenance"),
+                    response.getheader("Retry-After"), body)  # fmt: skip
+        except OSError as exc:
+            return (f"error: {exc.__class__.__name__}", None, None, "")
+        finally:
+            conn.close()
+
+    def _run(self):
+        start = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() - start < self.seconds:
+            if len(self.seen) >= self.max_requests:
+                break
+            for path in ("/", PROXY_HEALTH):
+                self.seen.append((time.monotonic() - start, path, *self.get(path)))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def site(self):
+        """Statuses of the site's page in order, maintenance answers as 'maintenance'."""
+        return [("maintenance" if flag == "on" else status) for _, path, status, flag, _, _ in self.seen if path == "/"]
+
+    def health(self):
+        return {status for _, path, status, _, _, _ in self.seen if path == PROXY_HEALTH}
+
+    def maintenance_pages(self):
+        return [(retry, body) for _, path, status, flag, retry, body in self.seen if path == "/" and flag == "on"]
+
+
+def runs(sequence):
+    """Collapse consecutive repeats: [200, 200, 'maintenance', 200] -> [200, 'maintenance', 200]."""
+    return [value for i, value in enumerate(sequence) if i == 0 or sequence[i - 1] != value]
+
+
+def site_is_served():
+    status, flag, _, _ = Visitor().get("/")
+    return status == 200 and flag is None
+
+
+def maintenance_flag_exists():
+    return shell(f"test -e {MAINTENANCE_FLAG}", check=False).returncode == 0
 
 
 def take_backup(playbook):
@@ -211,15 +294,110 @@ def test_a_corrupted_backup_is_refused_and_nothing_changes(playbook, sql):
     )
     on_server(SERVER, "python3", "-c", flip, path)
     before = backup_ids()
+    served = site_is_served()
 
-    run = restore(playbook, "-e", f"restore_backup={backup_id}", "-e", "restore_confirm=yes")
+    with Visitor() as visitor:
+        run = restore(playbook, "-e", f"restore_backup={backup_id}", "-e", "restore_confirm=yes")
     assert run.rc != 0
     assert f"backup {backup_id} is corrupt: sha256 mismatch" in run.output
+    # Refused before anything: the maintenance page was never turned on.
+    assert "Turn the maintenance page on" not in run.output
+    assert not maintenance_flag_exists()
+    assert "maintenance" not in visitor.site()
+    if served:
+        assert runs(visitor.site()) == [200]
     assert "nothing was changed" in run.output
     assert "Restore the database (safety backup first)" not in run.output
     assert [r[0] for r in rows(sql, "probe_corrupt")] == ["1", "2"]
     assert backup_ids() == before  # not even a safety backup
     shell(f"rm -f {BACKUP_DIR}/{backup_id}.*")
+
+
+# ---- the site during a restore: maintenance page, then back -------------------------
+
+
+@pytest.fixture
+def served_site():
+    """site.com must serve the site (a release deployed: `make site`, or deploy.yml on this lab)."""
+    assert site_is_served(), "site.com does not serve the site: deploy a release first (make site)"
+    assert not maintenance_flag_exists()
+
+
+def test_the_plan_and_check_mode_never_turn_maintenance_on(playbook, served_site):
+    with Visitor() as visitor:
+        plan = restore(playbook)
+        checked = restore(playbook, "--check", "-e", "restore_confirm=yes")
+    assert plan.rc == 0, plan.output[-3000:]
+    assert "Nothing was changed. Run again with -e restore_confirm=yes" in plan.output
+    assert "the site shows its maintenance page (503, Retry-After)" in plan.output
+    assert checked.rc == 0, checked.output[-3000:]
+    assert runs(visitor.site()) == [200]
+    assert visitor.health() == {200}
+    assert not maintenance_flag_exists()
+
+
+def test_a_restore_shows_the_maintenance_page_then_the_site_comes_back(playbook, sql, served_site):
+    sql("DROP TABLE IF EXISTS probe_maint; CREATE TABLE probe_maint (id INT PRIMARY KEY, v TEXT);"
+        " INSERT INTO probe_maint VALUES (1,'backed up');")  # fmt: skip
+    backup_id, _ = take_backup(playbook)
+    sql("INSERT INTO probe_maint VALUES (2,'written after')")
+
+    with Visitor() as visitor:
+        done = restore(playbook, "-e", f"restore_backup={backup_id}", "-e", "restore_confirm=yes")
+        time.sleep(2)  # a few answers after the restore, from the site itself
+    assert done.rc == 0, done.output[-3000:]
+    assert [r[0] for r in rows(sql, "probe_maint")] == ["1"]
+    # Visitors saw the site, then only the maintenance page, then the site again:
+    # never a proxy error (the app was stopped and restarted meanwhile).
+    assert runs(visitor.site()) == [200, "maintenance", 200], runs(visitor.site())
+    pages = visitor.maintenance_pages()
+    assert all(retry == "120" and "Back in a few minutes" in body for retry, body in pages)
+    statuses = {status for _, path, status, flag, _, _ in visitor.seen if path == "/" and flag == "on"}
+    assert statuses == {503}
+    # The proxy's own health endpoint answered all along.
+    assert visitor.health() == {200}
+    assert not maintenance_flag_exists()
+
+
+def test_a_failed_restore_takes_the_maintenance_page_down(playbook, sql, served_site):
+    sql("DROP TABLE IF EXISTS probe_failed; CREATE TABLE probe_failed (id INT PRIMARY KEY);"
+        " INSERT INTO probe_failed VALUES (1);")  # fmt: skip
+    backup_id, _ = take_backup(playbook)
+    # The dump is intact (its checksum passes) but the manifest now expects a row
+    # the dump does not have: the restore fails after loading, in maintenance.
+    lie = (
+        "import json, sys; p = sys.argv[1]; m = json.load(open(p)); m['row_counts']['probe_failed'] += 1;"
+        " json.dump(m, open(p, 'w'))"
+    )
+    on_server(SERVER, "python3", "-c", lie, f"{BACKUP_DIR}/{backup_id}.json")
+
+    with Visitor() as visitor:
+        failed = restore(playbook, "-e", f"restore_backup={backup_id}", "-e", "restore_confirm=yes")
+        time.sleep(2)
+    shell(f"rm -f {BACKUP_DIR}/{backup_id}.*")
+    assert failed.rc != 0
+    assert f"restore of {backup_id} failed" in failed.output
+    assert runs(visitor.site()) == [200, "maintenance", 200], runs(visitor.site())
+    assert visitor.health() == {200}
+    assert not maintenance_flag_exists()
+
+
+def test_maintenance_by_hand_on_then_off(playbook, served_site):
+    on = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=on")
+    try:
+        assert on.rc == 0, on.output[-3000:]
+        assert maintenance_flag_exists()
+        status, flag, retry, body = Visitor().get("/")
+        assert (status, flag, retry) == (503, "on", "120")
+        assert "<title>Back in a few minutes</title>" in body
+        assert Visitor().get(PROXY_HEALTH)[0] == 200
+        again = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=on")
+        assert again.rc == 0 and again.changed()[HOST] == 0
+    finally:
+        off = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=off")
+    assert off.rc == 0, off.output[-3000:]
+    assert site_is_served()
+    assert not maintenance_flag_exists()
 
 
 def test_a_full_disk_fails_the_backup_cleanly_and_keeps_the_earlier_ones(playbook, sql):

@@ -57,7 +57,12 @@ def test_production_secrets_are_vaulted_and_complete(env, tmp_path):
     assert vault.read_text().startswith("$ANSIBLE_VAULT;")
     hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
     host = {"test": "dev.site", "prod": "site.com"}[env]
-    for name in ("vault_mysql_root_password", "vault_mysql_app_password", "vault_mysql_migrate_password"):
+    for name in (
+        "vault_mysql_root_password",
+        "vault_mysql_app_password",
+        "vault_mysql_migrate_password",
+        "vault_mysql_backup_password",
+    ):
         assert hostvars[host][name].endswith("CHANGE-ME"), name
 
 

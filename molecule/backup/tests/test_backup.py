@@ -11,6 +11,7 @@ BACKUP_DIR = "/var/backups/montaiguillon/mysql"
 STATUS = "/var/lib/montaiguillon-backup/status.json"
 LOG = "/var/log/montaiguillon-backup.log"
 SECRET = "molecule-root-secret"
+BACKUP_SECRET = "molecule-backup-secret"
 CRON_ENV = "env -i PATH=/usr/bin:/bin HOME=/root SHELL=/bin/sh LOGNAME=root"
 
 
@@ -101,9 +102,23 @@ def test_backup_files_are_root_only(host):
 
 def test_the_password_is_only_in_the_root_only_settings(host):
     places = f"/etc/cron.d /var/lib/montaiguillon-backup {LOG} {BACKUP_DIR} /usr/local"
-    found = host.run(f"grep -rl {SECRET} {places}").stdout
+    found = host.run(f"grep -rl {BACKUP_SECRET} {places}").stdout
     assert found == ""
-    assert SECRET in host.file("/etc/montaiguillon/backup/config.json").content_string
+    assert BACKUP_SECRET in host.file("/etc/montaiguillon/backup/config.json").content_string
+
+
+def test_scheduled_backups_run_as_the_backup_user_not_root(host):
+    config = json.loads(host.file("/etc/montaiguillon/backup/config.json").content_string)
+    assert config["login_user"] == "montaiguillon_backup"
+    # The root password is nowhere the backup tool looks (config, cron, logs, status, backups).
+    places = f"/etc/montaiguillon/backup /etc/cron.d /var/lib/montaiguillon-backup {LOG} {BACKUP_DIR} /usr/local"
+    assert host.run(f"grep -rl {SECRET} {places}").stdout == ""
+    # The role's first backup and the cron job ran as that user: its dumps are complete.
+    run = run_job(host, "montaiguillon backup")
+    assert run.rc == 0, host.file(LOG).content_string[-2000:]
+    shipping = run_job(host, "montaiguillon binlog shipping")
+    assert shipping.rc == 0, host.file(LOG).content_string[-2000:]
+    assert status(host)["binlogs"]["last_result"] == "ok"
 
 
 def test_the_library_is_the_one_the_modules_use(host):

@@ -43,3 +43,48 @@ def test_no_release_yet_answers_502_not_an_error_page_of_another_site(host):
     assert "down;" in upstream
     status = host.run("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/ || python3 -c \"print('no-curl')\"")
     assert status.stdout.strip() in {"502", "no-curl"}
+
+
+def get(host, path, scheme="https"):
+    """status, Retry-After, maintenance header and body of GET path on the proxy, from the server itself."""
+    script = (
+        "import http.client as h, ssl, json;"
+        " c = h.HTTPSConnection('127.0.0.1', 443, context=ssl._create_unverified_context())"
+        if scheme == "https"
+        else "import http.client as h, json; c = h.HTTPConnection('127.0.0.1', 80)"
+    )
+    script += (
+        f"; c.request('GET', '{path}', headers={{'Host': 'molecule-server'}}); r = c.getresponse();"
+        " print(json.dumps([r.status, r.getheader('Retry-After'), r.getheader('X-Montaiguillon-Maintenance'),"
+        " r.read().decode()]))"
+    )
+    return json.loads(host.check_output(f'python3 -c "{script}"'))
+
+
+def test_the_proxy_health_endpoint_answers_on_http_and_https(host):
+    assert get(host, "/.proxy/health")[0::3] == [200, "ok\n"]
+    assert get(host, "/.proxy/health", scheme="http")[0::3] == [200, "ok\n"]
+
+
+def test_configuration_is_valid(host):
+    assert host.run("docker exec proxy nginx -t").rc == 0
+
+
+def test_maintenance_flag_serves_the_page_with_503_and_retry_after_without_reload(host):
+    flag = "/etc/montaiguillon/proxy/conf.d/maintenance/on"
+    challenges = "/etc/montaiguillon/proxy/acme/.well-known/acme-challenge"
+    assert not host.file(flag).exists  # the role never turns it on
+    started = host.check_output("docker inspect -f '{{.State.StartedAt}}' proxy")
+    host.check_output(f"mkdir -p {challenges} && echo token-in-maintenance > {challenges}/during")
+    host.check_output(f"echo test > {flag}")
+    try:
+        status, retry, marker, body = get(host, "/news?x=1")
+        assert (status, retry, marker) == (503, "120", "on")
+        assert "<title>Back in a few minutes</title>" in body
+        assert get(host, "/.proxy/health")[0] == 200
+        assert get(host, "/.well-known/acme-challenge/during", scheme="http")[3] == "token-in-maintenance\n"
+    finally:
+        host.check_output(f"rm -f {flag}")
+    status, _, marker, _ = get(host, "/news?x=1")
+    assert status == 502 and marker is None  # back to the (empty) upstream
+    assert host.check_output("docker inspect -f '{{.State.StartedAt}}' proxy") == started  # never restarted
