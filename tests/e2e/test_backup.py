@@ -396,8 +396,11 @@ def test_maintenance_by_hand_on_then_off(playbook, served_site):
     finally:
         off = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=off")
     assert off.rc == 0, off.output[-3000:]
+    assert off.changed()[HOST] > 0
     assert site_is_served()
     assert not maintenance_flag_exists()
+    off_again = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=off")
+    assert off_again.rc == 0 and off_again.changed()[HOST] == 0, off_again.output[-3000:]
 
 
 def test_a_full_disk_fails_the_backup_cleanly_and_keeps_the_earlier_ones(playbook, sql):
