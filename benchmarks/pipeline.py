@@ -32,8 +32,10 @@ and why, and the verdict against the targets (warm under 5 min, cold under
 """
 
 import argparse
+import base64
 import datetime
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -99,12 +101,37 @@ def reset_cold_caches(registry=REGISTRY, say=print):
     say(f"cold: deleted {delete_registry_manifests(registry)} manifest(s) of {REPOSITORY} from the lab registry")
 
 
-def delete_registry_manifests(registry=REGISTRY, repository=REPOSITORY, opener=urllib.request.urlopen):
-    """Delete every tagged manifest of a repository in a registry (v2 API); returns how many."""
+def lab_registry_credentials(environ=None):
+    """The lab registry's account (user, password), from the password `make lab-up` generated.
+
+    LAB_REGISTRY_PASSWORD_FILE, else .generated/registry/password beside
+    LAB_INVENTORY, else the default lab's (as lab/bin/release reads it).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("LAB_REGISTRY_PASSWORD_FILE"):
+        path = Path(environ["LAB_REGISTRY_PASSWORD_FILE"])
+    elif environ.get("LAB_INVENTORY"):
+        path = Path(environ["LAB_INVENTORY"]).parent / ".generated/registry/password"
+    else:
+        path = ROOT / "inventories/lab/.generated/registry/password"
+    return environ.get("LAB_REGISTRY_USER", "montaiguillon"), path.read_text().strip()
+
+
+def delete_registry_manifests(
+    registry=REGISTRY, repository=REPOSITORY, opener=urllib.request.urlopen, credentials=None
+):
+    """Delete every tagged manifest of a repository in a registry (v2 API); returns how many.
+
+    The lab registry refuses anonymous requests: each carries the lab's
+    account (``credentials``: user and password, default lab_registry_credentials()).
+    """
     if not registry.startswith(("http://127.0.0.1", "http://localhost")):
         raise ValueError(f"{registry}: only the lab registry on 127.0.0.1 is reset")
+    user, password = credentials or lab_registry_credentials()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
     try:
-        with opener(f"{registry}/v2/{repository}/tags/list", timeout=10) as response:
+        tags_list = urllib.request.Request(f"{registry}/v2/{repository}/tags/list", headers=auth)  # noqa: S310
+        with opener(tags_list, timeout=10) as response:
             tags = json.load(response).get("tags") or []
     except urllib.error.HTTPError as error:
         if error.code == 404:
@@ -113,7 +140,7 @@ def delete_registry_manifests(registry=REGISTRY, repository=REPOSITORY, opener=u
     digests = set()
     for tag in tags:
         request = urllib.request.Request(  # noqa: S310 (registry checked above: http on loopback)
-            f"{registry}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": MANIFEST_TYPES}
+            f"{registry}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": MANIFEST_TYPES, **auth}
         )
         with opener(request, timeout=10) as response:
             digest = response.headers.get("Docker-Content-Digest")
@@ -121,7 +148,7 @@ def delete_registry_manifests(registry=REGISTRY, repository=REPOSITORY, opener=u
             digests.add(digest)
     for digest in sorted(digests):
         url = f"{registry}/v2/{repository}/manifests/{digest}"
-        request = urllib.request.Request(url, method="DELETE")  # noqa: S310 (http on loopback, checked above)
+        request = urllib.request.Request(url, method="DELETE", headers=auth)  # noqa: S310 (http on loopback, checked above)
         with opener(request, timeout=10):
             pass
     return len(digests)

@@ -9,10 +9,17 @@ catches one exception type and calls ``fail_json`` once.
 - ``container_by_name``, ``exec_in_container``: small building blocks;
 - ``DockerEngine``: the operations a release needs (inspect, pull, one-off
   containers, create-and-start on several networks, logs, remove).
+
+Pulls from a private registry use the credentials of the user the module runs
+as: the SDK reads ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``
+(root's, written by the docker role's ``docker_registry_auths``). A refused
+pull says which file was read and whether it had credentials for the registry.
 """
 
 import contextlib
+import json
 import os
+import re
 import traceback
 
 try:
@@ -64,6 +71,55 @@ def _text(data):
     if isinstance(data, bytes):
         return data.decode("utf-8", errors="replace")
     return str(data)
+
+
+# What registries and the daemon answer when a pull lacks or has wrong credentials.
+AUTH_REFUSED = re.compile(r"no basic auth credentials|unauthorized|authentication required|denied|\b401\b", re.I)
+
+
+def registry_of(ref):
+    """The registry an image reference pulls from (docker.io when it names none)."""
+    name = ref.split("@", 1)[0]
+    first, slash, _ = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def docker_config_path(environ=None):
+    """The client configuration the SDK reads for this process's user."""
+    environ = os.environ if environ is None else environ
+    if environ.get("DOCKER_CONFIG"):
+        return os.path.join(environ["DOCKER_CONFIG"], "config.json")
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".docker", "config.json")
+
+
+def credentials_hint(ref, environ=None):
+    """Why a registry may have refused a pull of ``ref``: which credentials this user has for it."""
+    registry = registry_of(ref)
+    path = docker_config_path(environ)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError:
+        config = None
+    except (OSError, ValueError) as exc:
+        return f"cannot read {path} for the credentials of {registry}: {exc}"
+    if config is None:
+        return (
+            f"no Docker credentials for this user ({path} does not exist): "
+            f"log the server in to {registry} with docker_registry_auths (roles/docker)"
+        )
+    names = {re.sub(r"^https?://", "", key).split("/", 1)[0] for key in (config.get("auths") or {})}
+    if registry in names or registry in (config.get("credHelpers") or {}):
+        return (
+            f"{path} has credentials for {registry} and the registry refused them: "
+            "wrong password or token, or an account without read access to the image"
+        )
+    return (
+        f"{path} has no credentials for {registry}: log the server in to it with docker_registry_auths (roles/docker)"
+    )
 
 
 def docker_host_url(docker_host=None):
@@ -250,13 +306,20 @@ class DockerEngine:
                 if isinstance(event, dict) and event.get("error"):
                     raise DockerError(event.get("error"))
         except DockerError as exc:
-            raise DockerError(f"pull of {ref} failed: {exc}") from exc
+            raise DockerError(self._pull_failure(ref, str(exc))) from exc
         except Exception as exc:  # APIError, requests errors
-            raise DockerError(f"pull of {ref} failed: {_explain(exc)}") from exc
+            raise DockerError(self._pull_failure(ref, _explain(exc))) from exc
         attrs = self.local_image(ref)
         if attrs is None:
             raise DockerError(f"pull of {ref} reported success but the image is not on the server")
         return attrs
+
+    @staticmethod
+    def _pull_failure(ref, reason):
+        message = f"pull of {ref} failed: {reason}"
+        if AUTH_REFUSED.search(reason):
+            message += f" ({credentials_hint(ref)})"
+        return message
 
     def remove_image(self, image_id):
         """Remove an image and all its tags; (removed, reason). In use or gone is not an error.

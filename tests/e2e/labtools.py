@@ -72,11 +72,13 @@ def release(version, env=None):
     return proc.stdout.strip().splitlines()[-1]
 
 
-def derived_release(
-    base_version, tag, dockerfile_tail, files=None, registry="127.0.0.1:5000", pull="lab-registry:5000"
-):
-    """Publish an image derived from a released one (a broken release, a bad migration); return its REF."""
-    registry, pull = "127.0.0.1:5000", "lab-registry:5000"
+def derived_release(base_version, tag, dockerfile_tail, files=None, registry=None, pull="lab-registry:5000"):
+    """Publish an image derived from a released one (a broken release, a bad migration); return its REF.
+
+    Pushes where lab/bin/release does (REGISTRY_PUSH, a second lab's port);
+    release() has logged Docker in to that registry already.
+    """
+    registry = registry or os.environ.get("REGISTRY_PUSH", "127.0.0.1:5000")
     with tempfile.TemporaryDirectory() as context:
         base = f"{registry}/montaiguillon/site:{base_version}"
         Path(context, "Dockerfile").write_text(f"FROM {base}\n{dockerfile_tail}\n")

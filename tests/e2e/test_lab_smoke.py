@@ -4,6 +4,7 @@ Runs against the local lab (127.0.0.1 only). Tests run in file order: each
 builds on the state the previous one left.
 """
 
+import json
 import os
 import subprocess
 import time
@@ -110,6 +111,10 @@ def test_database_survives_a_server_restart(playbook, lab_secret):
         ("mysql_image=Not/An:Image:!", "mysql_image must be an image reference"),
         ("vault_mysql_app_password=short", "mysql_app_password must have at least 12 characters"),
         ("docker_log_max_file=many", "docker_log_max_file"),
+        (
+            '{"docker_registry_auths": [{"registry": "lab-registry:5000", "username": "montaiguillon"}]}',
+            "docker_registry_auths entry 1 (lab-registry:5000) needs registry",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_change(playbook, extra, message):
@@ -130,3 +135,29 @@ def test_missing_vault_secret_is_named(playbook, tmp_path):
     assert run.rc != 0
     assert "missing secret vault_mysql_app_password" in run.output
     assert "PLAY [Provision the servers]" not in run.output
+
+
+PRIVATE_IMAGE = "lab-registry:5000/montaiguillon/proxy:1.22"
+
+
+def test_registry_refuses_anonymous_pulls():
+    """Like a private GHCR package: without the lab's account, no image."""
+    container, _ = SERVERS["dev.site"]
+    run = on_server(container, "sh", "-c", f"DOCKER_CONFIG=$(mktemp -d) docker pull {PRIVATE_IMAGE}", check=False)
+    assert run.returncode != 0
+    assert "no basic auth credentials" in run.stderr, run.stderr
+    config = on_server(container, "stat", "-c", "%U %a", "/root/.docker/config.json").stdout.split()
+    assert config == ["root", "600"]
+
+
+def test_wrong_registry_password_is_named_and_never_shown(playbook):
+    wrong = "Wrong-Registry-Password-4242"
+    auth = {"registry": "lab-registry:5000", "username": "montaiguillon", "password": wrong}
+    run = playbook("site.yml", "-l", "test", "-t", "docker", "-e", json.dumps({"docker_registry_auths": [auth]}))
+    assert run.rc != 0
+    assert "registry login(s) failed: lab-registry:5000 as montaiguillon" in run.output, run.output[-3000:]
+    assert wrong not in run.output
+    # The refused login left the server's good credentials alone.
+    again = playbook("site.yml", "-l", "test", "-t", "docker")
+    assert again.rc == 0, again.output[-4000:]
+    assert again.changed() == {"dev.site": 0}

@@ -1,5 +1,7 @@
 """Docker helpers against a mocked SDK client: clear errors, networks, cleanup, pulls, pruning."""
 
+import json
+import re
 from unittest import mock
 
 import pytest
@@ -230,3 +232,73 @@ def test_logs_of_a_missing_container_are_empty():
     client = mock.Mock()
     client.containers.get.side_effect = NotFound("none")
     assert DockerEngine(client).logs("app-blue") == ""
+
+
+@pytest.mark.parametrize(
+    ("ref", "registry"),
+    [
+        ("ghcr.io/montaiguillon/site@sha256:" + "a" * 64, "ghcr.io"),
+        ("lab-registry:5000/montaiguillon/site:1.0", "lab-registry:5000"),
+        ("localhost/site:1", "localhost"),
+        ("mariadb:10.11", "docker.io"),
+        ("library/nginx:1.22", "docker.io"),
+    ],
+)
+def test_registry_of(ref, registry):
+    assert docker_common.registry_of(ref) == registry
+
+
+def test_docker_config_path_follows_docker_config_then_home():
+    assert docker_common.docker_config_path({"DOCKER_CONFIG": "/etc/d", "HOME": "/root"}) == "/etc/d/config.json"
+    assert docker_common.docker_config_path({"HOME": "/root"}) == "/root/.docker/config.json"
+
+
+def write_config(tmp_path, auths):
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker/config.json").write_text(json.dumps({"auths": auths}))
+    return {"HOME": str(tmp_path)}
+
+
+@pytest.mark.parametrize(
+    ("auths", "expected"),
+    [
+        (None, r"does not exist\): log the server in to lab-registry:5000 with docker_registry_auths"),
+        ({"ghcr.io": {"auth": "eDp5"}}, r"has no credentials for lab-registry:5000: log the server in"),
+        ({"lab-registry:5000": {"auth": "eDp5"}}, r"has credentials for lab-registry:5000 and the registry refused"),
+        ({"http://lab-registry:5000/v2/": {"auth": "eDp5"}}, r"has credentials for lab-registry:5000"),
+    ],
+)
+def test_credentials_hint_says_what_this_user_has(tmp_path, auths, expected):
+    environ = write_config(tmp_path, auths) if auths is not None else {"HOME": str(tmp_path)}
+    hint = docker_common.credentials_hint("lab-registry:5000/montaiguillon/site:1", environ)
+    assert re.search(expected, hint), hint
+    assert "eDp5" not in hint  # never the stored secret
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "Head http://lab-registry:5000/v2/montaiguillon/site/manifests/1: no basic auth credentials",
+        "unauthorized: authentication required",
+        "denied: denied",
+    ],
+)
+def test_refused_pull_names_the_credentials_it_used(tmp_path, monkeypatch, error):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    write_config(tmp_path, {"ghcr.io": {"auth": "eDp5"}})
+    client = mock.Mock()
+    client.api.pull.side_effect = api_error(error, 401)
+    with pytest.raises(DockerError) as failure:
+        DockerEngine(client).pull("lab-registry:5000/montaiguillon/site:1")
+    message = str(failure.value)
+    assert message.startswith("pull of lab-registry:5000/montaiguillon/site:1 failed: ")
+    assert f"{tmp_path}/.docker/config.json has no credentials for lab-registry:5000" in message
+
+
+def test_other_pull_failures_get_no_credentials_hint():
+    client = mock.Mock()
+    client.api.pull.return_value = iter([{"error": "manifest unknown"}])
+    with pytest.raises(DockerError) as failure:
+        DockerEngine(client).pull("ghcr.io/x/site:9")
+    assert "credentials" not in str(failure.value)

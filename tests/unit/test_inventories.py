@@ -57,13 +57,36 @@ def test_production_secrets_are_vaulted_and_complete(env, tmp_path):
     assert vault.read_text().startswith("$ANSIBLE_VAULT;")
     hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
     host = {"test": "dev.site", "prod": "site.com"}[env]
-    for name in (
+    names = (
         "vault_mysql_root_password",
         "vault_mysql_app_password",
         "vault_mysql_migrate_password",
         "vault_mysql_backup_password",
-    ):
+    )
+    for name in (*names, "vault_registry_username", "vault_registry_token"):
         assert hostvars[host][name].endswith("CHANGE-ME"), name
+
+
+def test_production_servers_pull_from_ghcr_with_the_vaulted_token(tmp_path):
+    """Servers log in with their own read-only token (pulls outlive CD's GITHUB_TOKEN)."""
+    hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
+    for host in ("dev.site", "site.com"):
+        assert hostvars[host]["docker_registry_auths"] == [
+            {
+                "registry": "ghcr.io",
+                "username": "{{ vault_registry_username }}",
+                "password": "{{ vault_registry_token }}",
+            }
+        ]
+        assert {"vault_registry_username", "vault_registry_token"} <= set(hostvars[host]["preflight_extra_secrets"])
+
+
+def test_lab_servers_log_in_to_the_lab_registry_with_the_generated_password(tmp_path):
+    hostvars = inventory("lab", tmp_path)["_meta"]["hostvars"]
+    for host in ("dev.site", "site.com"):
+        (auth,) = hostvars[host]["docker_registry_auths"]
+        assert auth["registry"] == "{{ lab_registry }}"
+        assert "/registry/password" in auth["password"] and "lookup(" in auth["password"]
 
 
 def test_no_plain_secret_in_production_vars():

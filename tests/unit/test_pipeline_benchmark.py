@@ -1,5 +1,6 @@
 """benchmarks/pipeline.py with a fake pipeline and a fake registry (no Docker, no lab)."""
 
+import base64
 import importlib.util
 import io
 import json
@@ -103,11 +104,13 @@ class FakeRegistry:
     def __init__(self, tags):
         self.tags = tags
         self.calls = []
+        self.authorizations = []
 
     def __call__(self, request, timeout):
         url = request if isinstance(request, str) else request.full_url
         method = "GET" if isinstance(request, str) else request.get_method()
         self.calls.append((method, url))
+        self.authorizations.append(None if isinstance(request, str) else request.get_header("Authorization"))
         if url.endswith("/tags/list"):
             if self.tags is None:
                 raise urllib.error.HTTPError(url, 404, "not found", {}, io.BytesIO())
@@ -122,9 +125,12 @@ class Response(io.BytesIO):
         self.headers = headers
 
 
+LAB_ACCOUNT = ("montaiguillon", "lab-secret")
+
+
 def test_registry_reset_deletes_each_manifest_once_by_digest():
     registry = FakeRegistry(["1-a", "1-b", "2-a"])  # two tags share the digest sha256:1
-    assert bench.delete_registry_manifests(opener=registry) == 2
+    assert bench.delete_registry_manifests(opener=registry, credentials=LAB_ACCOUNT) == 2
     deletes = [url for method, url in registry.calls if method == "DELETE"]
     assert deletes == [
         "http://127.0.0.1:5000/v2/montaiguillon/site/manifests/sha256:1",
@@ -133,6 +139,30 @@ def test_registry_reset_deletes_each_manifest_once_by_digest():
 
 
 def test_registry_reset_of_an_unknown_repository_is_a_no_op_and_only_on_loopback():
-    assert bench.delete_registry_manifests(opener=FakeRegistry(None)) == 0
+    assert bench.delete_registry_manifests(opener=FakeRegistry(None), credentials=LAB_ACCOUNT) == 0
     with pytest.raises(ValueError, match="lab registry"):
-        bench.delete_registry_manifests("https://ghcr.io", opener=FakeRegistry([]))
+        bench.delete_registry_manifests("https://ghcr.io", opener=FakeRegistry([]), credentials=LAB_ACCOUNT)
+
+
+def test_registry_reset_logs_in_on_every_request():
+    """The lab registry refuses anonymous requests (htpasswd, like a private GHCR package)."""
+    registry = FakeRegistry(["1-a"])
+    bench.delete_registry_manifests(opener=registry, credentials=LAB_ACCOUNT)
+    expected = "Basic " + base64.b64encode(b"montaiguillon:lab-secret").decode()
+    assert len(registry.calls) == 3
+    assert registry.authorizations == [expected] * 3
+
+
+@pytest.mark.parametrize(
+    ("environ", "where"),
+    [
+        ({"LAB_REGISTRY_PASSWORD_FILE": "{tmp}/pw"}, "pw"),
+        ({"LAB_INVENTORY": "{tmp}/lab2/hosts.yml"}, "lab2/.generated/registry/password"),
+    ],
+)
+def test_lab_registry_credentials_come_from_the_generated_password(tmp_path, environ, where):
+    path = tmp_path / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("generated-secret\n")
+    environ = {key: value.format(tmp=tmp_path) for key, value in environ.items()}
+    assert bench.lab_registry_credentials(environ) == ("montaiguillon", "generated-secret")

@@ -8,6 +8,12 @@ import time
 import pytest
 
 PROBE_IMAGE = "lab-registry:5000/montaiguillon/mariadb:10.11"
+# The lab registry refuses anonymous pulls (htpasswd, like a private GHCR package).
+REGISTRY = "lab-registry:5000"
+PRIVATE_IMAGE = "lab-registry:5000/montaiguillon/proxy:1.22"
+SDK_PULL = (
+    "python3 -c \"import docker; docker.from_env().api.pull('lab-registry:5000/montaiguillon/proxy', tag='1.22')\""
+)
 
 
 def test_engine_runs_and_starts_at_boot(host):
@@ -34,6 +40,31 @@ def test_python_sdk_for_modules(host):
 
 def test_deploy_user_may_use_docker(host):
     assert "docker" in host.user("deploy").groups
+
+
+def test_registry_credentials_are_for_root_only(host):
+    directory = host.file("/root/.docker")
+    assert (directory.user, directory.mode) == ("root", 0o700)
+    config = host.file("/root/.docker/config.json")
+    assert (config.user, config.group, config.mode) == ("root", "root", 0o600)
+    assert list(json.loads(config.content_string)["auths"]) == [REGISTRY]
+
+
+def test_anonymous_pull_is_refused(host):
+    host.run(f"docker rmi {PRIVATE_IMAGE}")
+    run = host.run(f"DOCKER_CONFIG=$(mktemp -d) docker pull {PRIVATE_IMAGE}")
+    assert run.rc != 0
+    assert "no basic auth credentials" in run.stderr, run.stderr
+    assert host.run(f"docker image inspect {PRIVATE_IMAGE}").rc != 0
+
+
+@pytest.mark.parametrize("client", ["cli", "sdk"])
+def test_pulls_use_the_engine_credentials(host, client):
+    """The docker CLI and the Docker SDK (community.docker, bluegreen_release) as root read them."""
+    host.run(f"docker rmi {PRIVATE_IMAGE}")
+    run = host.run(f"docker pull {PRIVATE_IMAGE}" if client == "cli" else SDK_PULL)
+    assert run.rc == 0, run.stderr
+    assert host.run(f"docker image inspect {PRIVATE_IMAGE}").rc == 0
 
 
 def _instance_address(host):
