@@ -17,7 +17,7 @@ import time
 
 import pytest
 import yaml
-from labtools import INVENTORY, PREFIX, on_server
+from labtools import INVENTORY, PREFIX, on_server, release
 from labtools import container as lab_container
 
 pytestmark = pytest.mark.lab
@@ -316,10 +316,22 @@ def test_a_corrupted_backup_is_refused_and_nothing_changes(playbook, sql):
 # ---- the site during a restore: maintenance page, then back -------------------------
 
 
+@pytest.fixture(scope="module")
+def deployed_site(playbook):
+    """site.com serves the site: a lab rebuilt by the smoke test has no release yet, so ship one."""
+    if not site_is_served():
+        ref = release(f"e2e-maintenance-{int(time.time())}")
+        run = playbook("backup.yml", "-l", HOST)  # a prod deploy wants a recent backup
+        assert run.rc == 0, run.output[-3000:]
+        run = playbook("deploy.yml", "-l", HOST, "-e", f"app_image={ref}")
+        assert run.rc == 0, run.output[-3000:]
+    assert site_is_served(), "site.com does not serve the site after a deploy"
+
+
 @pytest.fixture
-def served_site():
-    """site.com must serve the site (a release deployed: `make site`, or deploy.yml on this lab)."""
-    assert site_is_served(), "site.com does not serve the site: deploy a release first (make site)"
+def served_site(deployed_site):
+    """site.com serves the site, not in maintenance."""
+    assert site_is_served()
     assert not maintenance_flag_exists()
 
 
