@@ -393,7 +393,7 @@ def test_detect_tools_prefers_mariadb_names():
         "dump": "mariadb-dump",
         "client": "mariadb",
         "binlog": "mariadb-binlog",
-        "nice": None,
+        "background": [],
     }
 
 

@@ -260,24 +260,42 @@ def test_retention_after_backup_prunes_old_backups_of_the_database(backup_dir, c
     assert sorted(os.listdir(backup_dir)) == sorted([f"{ids[2]}.json", f"{ids[2]}.sql.gz"])
 
 
-def test_the_dump_and_the_compressor_yield_the_cpu_to_the_site(backup_dir, conn, monkeypatch):
+@pytest.mark.parametrize(
+    ("tools", "prefix"),
+    [
+        (["chrt", "nice"], ["chrt", "-i", "0"]),  # SCHED_IDLE: a core only when nothing else wants it
+        (["nice"], ["nice", "-n", "10"]),
+    ],
+    ids=["sched-idle", "nice"],
+)
+def test_the_dump_and_the_compressor_yield_the_cpu_to_the_site(backup_dir, conn, monkeypatch, tools, prefix):
     api = FakeAPI(dump=BIG_DUMP)
-    tools_out = b"/usr/bin/mariadb-dump\n/usr/bin/mariadb\n/usr/bin/mariadb-binlog\n/usr/bin/nice\n"
+    tools_out = b"".join(b"/usr/bin/%s\n" % name.encode() for name in ["mariadb-dump", "mariadb", *tools])
     original = api.handle
 
     def handle(cmd, stdin, record):
         if cmd[0] == "sh":
             return tools_out, b"", 0
-        return original(cmd[3:] if cmd[:2] == ["nice", "-n"] else cmd, stdin, record)
+        return original(lib.without_background(cmd), stdin, record)
 
     api.handle = handle
-    spawned = []
+    monkeypatch.setattr(lib.shutil, "which", lambda name: f"/usr/bin/{name}" if name in [*tools, "gzip"] else None)
+    spawned, policies = [], []
     real_popen = lib.subprocess.Popen
-    monkeypatch.setattr(lib.subprocess, "Popen", lambda cmd, **kw: spawned.append(cmd) or real_popen(cmd, **kw))
+
+    def popen(cmd, **kwargs):
+        spawned.append(cmd)
+        policies.append(os.sched_getscheduler(0))
+        return real_popen(lib.without_background(cmd), **kwargs)
+
+    monkeypatch.setattr(lib.subprocess, "Popen", popen)
+    policy_before = os.sched_getscheduler(0)
     manifest = take(api, backup_dir)
     dump_cmd = next(c for c in api.commands if "mariadb-dump" in c)
-    assert dump_cmd[:4] == ["nice", "-n", "10", "mariadb-dump"]
-    assert spawned[0][:4] == ["nice", "-n", "10", "gzip"]
+    assert dump_cmd[: len(prefix) + 1] == [*prefix, "mariadb-dump"]
+    assert spawned[0] == [*prefix, "gzip", "-c", "-6"]
+    assert policies == [os.SCHED_IDLE]  # the thread reading the dump is background work too...
+    assert os.sched_getscheduler(0) == policy_before  # ...only while it dumps
     assert manifest["tool"]["name"] == "mariadb-dump"
     assert gzip.decompress(Path(manifest["path"]).read_bytes()) == BIG_DUMP
 
