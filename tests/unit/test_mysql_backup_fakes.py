@@ -5,9 +5,12 @@ socketpair and writes Docker's multiplexed frames on the other end, so the
 module's frame reader, stdin half-close and exit-code logic run for real.
 """
 
+import contextlib
 import io
+import os
 import re
 import socket
+import stat
 import struct
 import tarfile
 import threading
@@ -138,6 +141,10 @@ class FakeAPI:
         self.created = []
         self.removed_containers = []
         self.frame_size = 1000
+        # (host_dir, container_dir): a writable bind mount both sides see, as the
+        # mysql role's socket directory is; None: the dump comes through the exec.
+        self.shared = None
+        self.dump_opens_fifo = True
 
     # exec ----------------------------------------------------------------
     def exec_create(self, container, cmd, stdout=True, stderr=True, stdin=False, tty=False, environment=None, user=""):
@@ -191,14 +198,28 @@ class FakeAPI:
         if tool == "rm":
             self.removed_dirs.append(cmd[-1])
             return b"", b"", 0
+        if tool == "test" and cmd[1] == "-p":
+            return b"", b"", 0 if self.shared and stat.S_ISFIFO(os.stat(self.on_host(cmd[2])).st_mode) else 1
         if tool in ("mariadb-dump", "mysqldump"):
-            return self.dump, self.dump_err, self.dump_code
+            result = next((a.split("=", 1)[1] for a in cmd if a.startswith("--result-file=")), None)
+            if result is None:
+                return self.dump, self.dump_err, self.dump_code
+            if self.dump_opens_fifo:
+                with contextlib.suppress(BrokenPipeError), open(self.on_host(result), "wb") as fifo:
+                    for start in range(0, len(self.dump), self.frame_size):
+                        fifo.write(self.dump[start : start + self.frame_size])
+            return b"", self.dump_err, self.dump_code
         if tool in ("mariadb", "mysql"):
             self.loaded.append(stdin)
             return b"", self.client_err, self.client_code
         if tool == "mariadb-binlog":
             return self.binlog_out, b"", 0
         return b"", b"unknown command", 127
+
+    def on_host(self, path):
+        host_dir, container_dir = self.shared
+        assert path.startswith(container_dir + "/"), path
+        return os.path.join(host_dir, path[len(container_dir) + 1 :])
 
     # archive, containers --------------------------------------------------
     def put_archive(self, container, path, data):
@@ -209,16 +230,19 @@ class FakeAPI:
     def inspect_container(self, container):
         if container == "missing":
             raise lib.DockerException("404 Client Error: No such container: missing")
+        mounts = [
+            {"Type": "bind", "Source": "/etc/montaiguillon/mysql/conf.d", "Destination": "/etc/mysql/conf.d"},
+            {"Type": "bind", "Source": "/run/montaiguillon/mysql", "Destination": "/run/mysqld"},
+            {"Type": "volume", "Name": "mysql-data", "Destination": "/var/lib/mysql"},
+        ]
+        if self.shared:
+            mounts[1] = {"Type": "bind", "Source": self.shared[0], "Destination": self.shared[1], "RW": True}
         return {
             "Name": f"/{container}",
             "Image": "sha256:abc123",
             "State": {"Running": self.running},
             "Config": {"Image": "montaiguillon/mariadb:10.11", "Cmd": ["mariadbd", "--log-bin=mysql-bin"]},
-            "Mounts": [
-                {"Type": "bind", "Source": "/etc/montaiguillon/mysql/conf.d", "Destination": "/etc/mysql/conf.d"},
-                {"Type": "bind", "Source": "/run/montaiguillon/mysql", "Destination": "/run/mysqld"},
-                {"Type": "volume", "Name": "mysql-data", "Destination": "/var/lib/mysql"},
-            ],
+            "Mounts": mounts,
         }
 
     def create_host_config(self, **kwargs):
@@ -369,7 +393,7 @@ def test_detect_tools_prefers_mariadb_names():
         "dump": "mariadb-dump",
         "client": "mariadb",
         "binlog": "mariadb-binlog",
-        "nice": None,
+        "background": [],
     }
 
 
