@@ -1073,8 +1073,7 @@ def fifo_directory(api, container, info, login):
             target = f"{mount['Destination']}/{os.path.basename(probe)}"
             code, _out, _err = run_in_container(api, container, ["test", "-p", target])
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(probe)
+            _unlink_quietly(probe)
         return (host_dir, mount["Destination"]) if code == 0 else None
     return None
 
