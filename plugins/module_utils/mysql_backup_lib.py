@@ -17,6 +17,7 @@ messages never hold a password or a command line that holds one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import errno
@@ -918,6 +919,12 @@ class ExecStream:
     def stderr_text(self):
         return self.stderr.decode("utf-8", "replace")
 
+    def running(self):
+        try:
+            return bool(self.api.exec_inspect(self.exec_id).get("Running"))
+        except DockerException:
+            return False
+
     def exit_code(self, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
@@ -946,6 +953,16 @@ class ExecStream:
             self._raw.close()
 
 
+def fifo_name(kind=""):
+    """A FIFO's name in a shared directory: hidden, ours, unguessable."""
+    return f".montaiguillon-dump-{kind}{secrets.token_hex(8)}.fifo"
+
+
+def _unlink_quietly(path):
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 class FifoDumpStream:
     """A dump written by a process in the container into a FIFO this host reads.
 
@@ -957,13 +974,11 @@ class FifoDumpStream:
     only carries the tool's stderr. Same interface as ``ExecStream``.
     """
 
-    PREFIX = ".montaiguillon-dump-"
-
     # ``Pacer`` sleeps between reads, so the pipe's size bounds how far the tool
     # and the database can run ahead between two naps (see FIFO_BYTES).
 
     def __init__(self, api, container, build_cmd, host_dir, container_dir):
-        name = f"{self.PREFIX}{secrets.token_hex(8)}.fifo"
+        name = fifo_name()
         self.host_path = os.path.join(host_dir, name)
         self.fd = None
         self.exec = None
@@ -995,7 +1010,7 @@ class FifoDumpStream:
             if not poller.poll(1000):
                 # Nothing yet: the tool has not opened the FIFO (connecting,
                 # waiting for a lock) or ended without opening it.
-                if not self.api_running():
+                if not self.exec.running():
                     return
                 continue
             try:
@@ -1005,12 +1020,6 @@ class FifoDumpStream:
             if not data:
                 return  # the writer closed its end: the dump is over
             yield data
-
-    def api_running(self):
-        try:
-            return bool(self.exec.api.exec_inspect(self.exec.exec_id).get("Running"))
-        except DockerException:
-            return False
 
     def stderr_text(self):
         if self.stderr_thread is not None:
@@ -1032,8 +1041,7 @@ class FifoDumpStream:
             self.fd = None
         if self.exec is not None:
             self.exec.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.host_path)
+        _unlink_quietly(self.host_path)
 
 
 def dump_into(dump, database):
@@ -1056,7 +1064,7 @@ def fifo_directory(api, container, info, login):
         source = mount.get("Source") or ""
         if mount.get("Type") != "bind" or not mount.get("RW") or os.path.realpath(source) != host_dir:
             continue
-        probe = os.path.join(host_dir, f"{FifoDumpStream.PREFIX}probe-{secrets.token_hex(4)}.fifo")
+        probe = os.path.join(host_dir, fifo_name("probe-"))
         try:
             os.mkfifo(probe, 0o600)
         except OSError:
@@ -1065,8 +1073,7 @@ def fifo_directory(api, container, info, login):
             target = f"{mount['Destination']}/{os.path.basename(probe)}"
             code, _out, _err = run_in_container(api, container, ["test", "-p", target])
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(probe)
+            _unlink_quietly(probe)
         return (host_dir, mount["Destination"]) if code == 0 else None
     return None
 
@@ -1328,20 +1335,24 @@ def background_thread():
                 os.sched_setscheduler(0, *before)
 
 
-def spawn_chain(commands, stack, stdin=None, background=False):
+def spawn_chain(commands, stack, stdin=None, background=False, stdout=None):
     """Start ``commands`` as a shell-less pipeline; ``stack`` reaps them and their stderr files.
 
-    Returns ``(procs, errfiles)``; read the output from ``procs[-1].stdout``.
+    Returns ``(procs, errfiles)``; read the output from ``procs[-1].stdout``,
+    unless ``stdout`` (a file descriptor) is where the last one writes.
     """
     procs, errfiles = [], []
     upstream = stdin
-    for cmd in commands:
+    for index, cmd in enumerate(commands):
         errfile, name = tempfile.mkstemp(prefix="mysql-backup-stderr-")
         os.unlink(name)
         stack.callback(os.close, errfile)
         if background:
             cmd = [*background_prefix(shutil.which), *cmd]
-        proc = subprocess.Popen(cmd, stdin=upstream, stdout=subprocess.PIPE, stderr=errfile)
+        last = index == len(commands) - 1
+        proc = subprocess.Popen(
+            cmd, stdin=upstream, stdout=stdout if last and stdout is not None else subprocess.PIPE, stderr=errfile
+        )
         stack.callback(_reap, proc)
         if procs:
             procs[-1].stdout.close()
@@ -1684,12 +1695,18 @@ def _process_chunks(procs):
         yield chunk
 
 
-def restore_stream(api, container, client, cnf, database, commands, log_to_binlog=False):
-    """Decompress on the server and pipe into the client inside ``container``."""
+def restore_stream(api, container, client, cnf, database, commands, log_to_binlog=False, shared=None):
+    """Decompress on the server and pipe into the client inside ``container``.
+
+    With ``shared`` (``fifo_directory``), the decompressor writes straight into
+    a FIFO the client reads: the dump skips this process and dockerd.
+    """
     cmd = [client, f"--defaults-extra-file={cnf}", "--max-allowed-packet=1G"]
     if not log_to_binlog:
         cmd.append("--init-command=SET SESSION sql_log_bin=0")
     cmd.append(database)
+    if shared:
+        return _restore_through_fifo(api, container, cmd, commands, *shared)
     with contextlib.ExitStack() as stack:
         procs, errfiles = spawn_chain(commands, stack)
         stream = ExecStream(api, container, cmd, stdin=True)
@@ -1706,6 +1723,56 @@ def restore_stream(api, container, client, cnf, database, commands, log_to_binlo
     if code != 0:
         detail = stream.stderr_text().strip()[-800:]
         raise BackupError(f"{client} exited with code {code} while loading the dump: {detail}")
+
+
+def _open_fifo_writer(path, stream):
+    """Open the write end once the process in the container has the read end open; None if it ended first."""
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            if not stream.running():
+                return None
+            time.sleep(0.02)
+            continue
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+        return fd
+
+
+def _restore_through_fifo(api, container, cmd, commands, host_dir, container_dir):
+    name = fifo_name()
+    host_path = os.path.join(host_dir, name)
+    os.mkfifo(host_path, 0o600)
+    with contextlib.ExitStack() as stack:
+        stack.callback(_unlink_quietly, host_path)
+        # The shell opens the FIFO as the client's stdin, then becomes the client.
+        stream = ExecStream(api, container, ["sh", "-c", 'exec "$@" < "$0"', f"{container_dir}/{name}", *cmd])
+        stack.callback(stream.close)
+        drain = threading.Thread(target=lambda: collections.deque(stream.stdout_chunks(), maxlen=0), daemon=True)
+        drain.start()
+        fd = _open_fifo_writer(host_path, stream)
+        procs, errfiles = [], []
+        if fd is not None:
+            try:
+                procs, errfiles = spawn_chain(commands, stack, stdout=fd)
+            finally:
+                os.close(fd)  # the decompressor holds the write end now
+            for proc in procs:
+                proc.wait()
+        drain.join()
+        code = stream.exit_code()
+        # A client that stopped reading leaves the decompressor a broken pipe: the client's code says why.
+        problem = chain_errors(procs, errfiles) if code == 0 else None
+    if code != 0:
+        detail = stream.stderr_text().strip()[-800:]
+        raise BackupError(f"{cmd[0]} exited with code {code} while loading the dump: {detail}")
+    if problem:
+        raise BackupError(problem)
+    return None
 
 
 def replay_binlogs(

@@ -185,6 +185,7 @@ from ansible.module_utils.mysql_backup_lib import (
     decompress_commands,
     detect_tools,
     docker_api,
+    fifo_directory,
     inspect_container,
     load_backup,
     login_options,
@@ -266,9 +267,10 @@ class RestoreManager:
         manifest = entry["manifest"]
         database = params["database"] or manifest["database"]
         api = docker_api(params["docker_host"])
-        inspect_container(api, params["container"])
+        info = inspect_container(api, params["container"])
         tools = detect_tools(api, params["container"])
         commands = decompress_commands(manifest, entry["path"], params["decrypt_identity_file"])
+        shared = fifo_directory(api, params["container"], info, self.login)
         with backup_dir_lock(params["backup_dir"], params["lock_timeout"]):
             conn = connect(self.login)
             try:
@@ -294,13 +296,13 @@ class RestoreManager:
                 self.module.warn(f"database {database} does not exist yet: no safety backup taken")
             undo = f" The state before the restore is in safety backup {safety['id']}." if safety else ""
             try:
-                result["restore"] = self._load(api, tools, commands, manifest, database, stop_at, result)
+                result["restore"] = self._load(api, tools, commands, manifest, database, stop_at, result, shared)
             except BackupError as exc:
                 raise BackupError(f"restore of backup {entry['id']} into {database} failed: {exc}.{undo}") from exc
         result["changed"] = True
         return result
 
-    def _load(self, api, tools, commands, manifest, database, stop_at, result):
+    def _load(self, api, tools, commands, manifest, database, stop_at, result, shared=None):
         params = self.params
         server = manifest.get("server") or {}
         conn = connect(self.login)
@@ -309,7 +311,7 @@ class RestoreManager:
             recreate_database(conn, database, server.get("charset"), server.get("collation"), params["log_restore"])
             with container_credentials(api, params["container"], params["login_user"], params["login_password"]) as cnf:
                 restore_stream(
-                    api, params["container"], tools["client"], cnf, database, commands, params["log_restore"]
+                    api, params["container"], tools["client"], cnf, database, commands, params["log_restore"], shared
                 )
                 load_seconds = round(time.monotonic() - clock, 3)
                 counts = count_rows(conn, database, manifest["row_counts"])

@@ -188,6 +188,11 @@ def provisioned(playbook, tmp_path_factory):
 # ---- backup now ----------------------------------------------------------------
 
 
+def leftover_fifos():
+    """FIFOs a backup or a restore left in the server's socket directory."""
+    return shell("find /run/montaiguillon/mysql -type p").stdout.split()
+
+
 def test_backup_playbook_says_where_the_backup_is_and_what_it_holds(playbook, sql):
     sql("DROP TABLE IF EXISTS probe_now; CREATE TABLE probe_now (id INT PRIMARY KEY, v TEXT);"
         " INSERT INTO probe_now VALUES (1,'a'),(2,'b'),(3,'c');")  # fmt: skip
@@ -200,6 +205,9 @@ def test_backup_playbook_says_where_the_backup_is_and_what_it_holds(playbook, sq
     assert "encrypted with age" in run.output
     assert shell(f"sha256sum {path}").stdout.split()[0] == written["sha256"]
     assert written["row_counts"]["probe_now"] == 3
+    # The dump came through a FIFO in the socket directory (not through dockerd), and left nothing there.
+    assert written["tool"]["transport"] == "fifo"
+    assert leftover_fifos() == []
     # Encrypted at rest: the SQL is nowhere in the file, and the file is root's only.
     assert shell(f"grep -c probe_now {path}", check=False).stdout.strip() == "0"
     assert shell(f"stat -c %a {path} {BACKUP_DIR}").stdout.split() == ["600", "700"]
@@ -232,6 +240,7 @@ def test_restore_brings_back_exactly_the_backed_up_rows_and_can_be_undone(playbo
     done = restore(playbook, "-e", f"restore_backup={backup_id}", "-e", "restore_confirm=yes")
     assert done.rc == 0, done.output[-3000:]
     assert rows(sql, "probe_restore") == backed_up
+    assert leftover_fifos() == []
     assert shell("docker inspect -f '{{.State.Running}}' app-probe").stdout.strip() == "true"
     assert shell("docker inspect -f '{{.State.StartedAt}}' app-probe").stdout.strip() != started_before
     shell("docker rm -f app-probe")

@@ -145,6 +145,7 @@ class FakeAPI:
         # mysql role's socket directory is; None: the dump comes through the exec.
         self.shared = None
         self.dump_opens_fifo = True
+        self.client_opens_fifo = True
 
     # exec ----------------------------------------------------------------
     def exec_create(self, container, cmd, stdout=True, stderr=True, stdin=False, tty=False, environment=None, user=""):
@@ -191,6 +192,11 @@ class FakeAPI:
 
     def handle(self, cmd, stdin, record):
         tool = cmd[0]
+        if cmd[:3] == ["sh", "-c", 'exec "$@" < "$0"']:  # the client reading a FIFO as its stdin
+            if not self.client_opens_fifo:
+                return b"", b"sh: cannot open fifo", 2
+            with open(self.on_host(cmd[3]), "rb") as fifo:
+                return self.handle(cmd[4:], fifo.read(), record)
         if tool == "sh":
             return TOOLS_OUT, b"", 0
         if tool == "mktemp":

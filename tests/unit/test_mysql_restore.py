@@ -321,3 +321,50 @@ def test_plain_backup_decompresses_with_its_compressor(world):
     commands = lib.decompress_commands(manifest, manifest["path"])
     assert commands == [["gzip", "-d", "-c", manifest["path"]]]
     assert gzip.decompress(Path(manifest["path"]).read_bytes()) == DUMP
+
+
+# ---- the dump through a FIFO -------------------------------------------------
+
+
+@pytest.fixture
+def shared_dir(world, tmp_path):
+    """The socket directory as the mysql role lays it out: a bind mount both sides see."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    world.api.shared = (str(run_dir), "/run/mysqld")
+    return run_dir
+
+
+def test_the_decompressor_writes_into_a_fifo_the_client_reads(mod, world, shared_dir, capsys):
+    backup(world)
+    world.api.loaded.clear()
+    result = run(mod, capsys, **args(world, safety_backup=False, login_unix_socket=str(shared_dir / "mysqld.sock")))
+    assert result["changed"] is True
+    assert world.api.loaded == [DUMP]
+    wrapper = [c for c in world.api.commands if c[:2] == ["sh", "-c"] and "mariadb" in c][-1]
+    assert wrapper[3].startswith("/run/mysqld/.montaiguillon-dump-") and wrapper[4] == "mariadb"
+    assert wrapper[-1] == "app"
+    assert result["restore"]["row_counts"] == MARIADB_COUNTS
+    assert os.listdir(shared_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            lambda api: setattr(api, "client_code", 1) or setattr(api, "client_err", b"ERROR 1064 (42000) at line 3"),
+            "mariadb exited with code 1 while loading the dump: ERROR 1064",
+        ),
+        (lambda api: setattr(api, "client_opens_fifo", False), "exited with code 2 while loading the dump: sh: cannot"),
+    ],
+    ids=["client-fails", "fifo-never-opened"],
+)
+def test_a_failing_client_behind_the_fifo_fails_the_restore_and_leaves_no_fifo(
+    mod, world, shared_dir, capsys, setup, message
+):
+    backup(world)
+    setup(world.api)
+    result = run(mod, capsys, **args(world, safety_backup=False, login_unix_socket=str(shared_dir / "mysqld.sock")))
+    assert result["failed"] is True
+    assert message in result["msg"]
+    assert os.listdir(shared_dir) == []
