@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - reported by the modules
     DockerException = Exception
     HAS_DOCKER = False
 
+from ansible.module_utils.cpu_cgroup import joined as joined_cpu_cgroup
 from ansible.module_utils.docker_common import DockerError, get_client
 
 try:
@@ -999,9 +1000,8 @@ class FifoDumpStream:
 
     def _collect_stderr(self):
         with contextlib.suppress(OSError):
-            for _stream, data in _FrameReader(self.exec.sock):
-                self.exec.stderr += data
-                del self.exec.stderr[:-STDERR_KEEP]
+            for _stdout in self.exec.stdout_chunks():  # the exec carries only stderr: the exec collects it
+                pass
 
     def stdout_chunks(self):
         poller = select.poll()
@@ -1527,7 +1527,8 @@ def run_backup(
 
     shared = fifo_directory(api, container, info, login)
     credentials = container_credentials(api, container, login["login_user"], login.get("login_password"))
-    with credentials as cnf, background_thread():
+    state = info.get("State", {})
+    with credentials as cnf, joined_cpu_cgroup(state.get("Pid"), info.get("Id", "")) as not_joined, background_thread():
         try:
             pipeline = CompressPipeline(commands, partial_path, background=True)
         except OSError as exc:
@@ -1588,7 +1589,11 @@ def run_backup(
             "collation": facts["collation"],
         },
         tool={"name": tools["dump"], "flags": flags, "transport": "fifo" if shared else "docker-exec"},
-        pacing={"max_rate_bytes": max_rate, "paused_seconds": round(pace.slept, 3)},
+        pacing={
+            "max_rate_bytes": max_rate,
+            "paused_seconds": round(pace.slept, 3),
+            "cpu_cgroup": f"own: {not_joined}" if not_joined else "database container",
+        },
     )
     try:
         atomic_write_json(os.path.join(backup_dir, f"{backup_id}.json"), manifest)

@@ -132,6 +132,8 @@ class FakeAPI:
         self.client_code = 0
         self.binlog_out = b"# binlog events\n"
         self.running = running
+        self.pid = 0  # the container's process as the engine reports it (0: none)
+        self.container_id = "c0ffee" * 10 + "abcd"
         self.execs = {}
         self.commands = []
         self.envs = []
@@ -244,9 +246,10 @@ class FakeAPI:
         if self.shared:
             mounts[1] = {"Type": "bind", "Source": self.shared[0], "Destination": self.shared[1], "RW": True}
         return {
+            "Id": self.container_id,
             "Name": f"/{container}",
             "Image": "sha256:abc123",
-            "State": {"Running": self.running},
+            "State": {"Running": self.running, "Pid": self.pid},
             "Config": {"Image": "montaiguillon/mariadb:10.11", "Cmd": ["mariadbd", "--log-bin=mysql-bin"]},
             "Mounts": mounts,
         }

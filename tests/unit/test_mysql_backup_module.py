@@ -122,13 +122,47 @@ def test_a_paced_backup_records_its_pace_and_holds_the_same_data(mod, world, cap
     monkeypatch.setattr(lib.time, "sleep", lambda seconds: offset.__setitem__(0, offset[0] + seconds))
     fast = run(mod, capsys, **base(world))["backup"]
     paced = run(mod, capsys, **base(world, max_rate="64k"))["backup"]
-    assert fast["pacing"] == {"max_rate_bytes": 0, "paused_seconds": 0.0}
+    assert fast["pacing"]["max_rate_bytes"] == 0 and fast["pacing"]["paused_seconds"] == 0.0
     assert paced["pacing"]["max_rate_bytes"] == 65536
     # the whole dump at 64 KiB/s: it took (at least) size / rate, mostly asleep
     assert paced["duration_seconds"] >= paced["uncompressed_bytes"] / 65536 * 0.95
     assert paced["pacing"]["paused_seconds"] == pytest.approx(paced["uncompressed_bytes"] / 65536, rel=0.1)
     assert fast["duration_seconds"] < paced["duration_seconds"] / 4
     assert paced["row_counts"] == fast["row_counts"] and paced["uncompressed_bytes"] == fast["uncompressed_bytes"]
+
+
+def test_the_backup_joins_the_database_cgroup_before_its_compressor_starts(mod, world, capsys, monkeypatch):
+    # children inherit the cgroup at fork: the compressor must start inside, the process leaves after
+    events, real_popen = [], lib.subprocess.Popen
+
+    class Joined:
+        def __init__(self, pid, container_id):
+            events.append(("join", pid, container_id))
+
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *exc):
+            events.append(("leave",))
+
+    def popen(cmd, *args, **kwargs):
+        events.append(("spawn", lib.without_background(list(cmd))[0]))
+        return real_popen(cmd, *args, **kwargs)
+
+    world.api.pid = 4860
+    monkeypatch.setattr(lib, "joined_cpu_cgroup", Joined)
+    monkeypatch.setattr(lib.subprocess, "Popen", popen)
+    backup = run(mod, capsys, **base(world))["backup"]
+    assert events == [("join", 4860, world.api.container_id), ("spawn", "gzip"), ("leave",)]
+    assert backup["pacing"]["cpu_cgroup"] == "database container"
+
+
+def test_a_backup_that_cannot_join_says_why_in_its_manifest(mod, world, capsys):
+    # the fake engine reports no process: the backup runs in its own cgroup and records why
+    backup = run(mod, capsys, **base(world))["backup"]
+    assert backup["pacing"]["cpu_cgroup"] == "own: the engine reports no process for the database container"
+    manifest = json.loads(Path(backup["manifest_path"]).read_text())
+    assert manifest["pacing"]["cpu_cgroup"] == backup["pacing"]["cpu_cgroup"]
 
 
 @pytest.mark.parametrize("max_rate", ["fast", "-1M", "1k"])
