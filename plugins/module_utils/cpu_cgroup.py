@@ -78,7 +78,7 @@ def _read(path):
 
 def plan_join(container_pid, container_id, proc="/proc", own_pid="self"):
     """Find ``(target directory, own directory)``; raise NotJoined with the reason."""
-    if not container_pid:
+    if not container_pid or not container_id:
         raise NotJoined("the engine reports no process for the database container")
     try:
         theirs = parse_proc_cgroup(_read(f"{proc}/{container_pid}/cgroup"))

@@ -107,6 +107,10 @@ def test_no_pid_from_the_engine_is_refused(v1):
     assert "reports no process" in refusal(v1, container_pid=0)
 
 
+def test_no_container_id_is_refused_not_matched_by_every_path(v1):
+    assert "reports no process" in refusal(v1, container_id="")
+
+
 def test_a_cgroup_that_does_not_hold_the_container_is_refused(v1):
     (v1.target / "cgroup.procs").write_text("4901\n")
     assert "does not hold the database container's process" in refusal(v1)
