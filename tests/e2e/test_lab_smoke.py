@@ -161,3 +161,17 @@ def test_wrong_registry_password_is_named_and_never_shown(playbook):
     again = playbook("site.yml", "-l", "test", "-t", "docker")
     assert again.rc == 0, again.output[-4000:]
     assert again.changed() == {"dev.site": 0}
+
+
+def test_root_password_the_volume_does_not_know_is_named(playbook):
+    """A vault root password that no longer matches the data volume stops the run before any change."""
+    wrong = "Wrong-Root-Password-4242"
+    run = playbook("site.yml", "-l", "test", "-t", "mysql", "-e", f"vault_mysql_root_password={wrong}")
+    assert run.rc != 0
+    assert "refuses mysql_root_password" in run.output, run.output[-3000:]
+    assert wrong not in run.output
+    assert run.changed() == {"dev.site": 0}
+    # The server's password file was left alone: the next run with the vault's password is clean.
+    again = playbook("site.yml", "-l", "test", "-t", "mysql")
+    assert again.rc == 0, again.output[-4000:]
+    assert again.changed() == {"dev.site": 0}
