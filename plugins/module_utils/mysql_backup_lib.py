@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import datetime as dt
 import errno
 import fcntl
@@ -1374,8 +1375,80 @@ def chain_errors(procs, errfiles, ignore=()):
     return None
 
 
+# A backup file is written behind itself: each WRITE_BEHIND_BYTES written are
+# handed to the disk at once (sync_file_range), the step before is waited for
+# and dropped from the page cache. Left to the kernel, a backup's dirty pages
+# went to disk in bursts (those older than 30 s, every 5 s, then the rest at the
+# final fsync) and the site's commits, whose fsync waits for the disk, queued
+# behind them: 268 ms and 76 ms stalls of a 50/s writer in one paced backup of
+# 1 GiB. A steady trickle of 1 MiB writes costs a commit a few ms at most; the
+# same reasoning as PostgreSQL's checkpoint_flush_after. Like it, a no-op where
+# the call does not exist.
+WRITE_BEHIND_BYTES = 1 << 20
+SYNC_FILE_RANGE_WAIT_BEFORE = 1
+SYNC_FILE_RANGE_WRITE = 2
+SYNC_FILE_RANGE_WAIT_AFTER = 4
+
+
+def libc_sync_file_range():
+    """``sync_file_range(fd, offset, nbytes, flags)`` from the C library, or None where it is missing."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    func.restype = ctypes.c_int
+
+    def sync_file_range(fd, offset, nbytes, flags):
+        if func(fd, offset, nbytes, flags) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return sync_file_range
+
+
+def drop_cached(fd, offset, length):
+    """Drop a written range from the page cache (advice: an error is not worth failing a backup)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+class WriteBehind:
+    """Hands a file's bytes to the disk ``step`` by step as they are written (see WRITE_BEHIND_BYTES)."""
+
+    def __init__(self, fd, step=None, sync_range=None, drop=None):
+        self.fd = fd
+        self.step = step or WRITE_BEHIND_BYTES
+        self.sync_range = libc_sync_file_range() if sync_range is None else sync_range
+        self.drop = drop or drop_cached
+        self.written = 0
+        self.started = 0
+        self.pending = None
+
+    def wrote(self, size):
+        """Record ``size`` more bytes written (and flushed to the kernel) at the end of the file."""
+        self.written += size
+        if not self.sync_range:
+            return
+        while self.written - self.started >= self.step:
+            offset, self.started = self.started, self.started + self.step
+            self.sync_range(self.fd, offset, self.step, SYNC_FILE_RANGE_WRITE)
+            if self.pending is not None:
+                self.sync_range(
+                    self.fd,
+                    *self.pending,
+                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER,
+                )
+                self.drop(self.fd, *self.pending)
+            self.pending = (offset, self.step)
+
+    def finished(self):
+        """After the file's fsync: nothing of it stays in the page cache."""
+        self.drop(self.fd, 0, 0)
+
+
 class CompressPipeline:
-    """stdin -> compressor [-> age] -> partial file, sha256 computed on the way."""
+    """stdin -> compressor [-> age] -> partial file (written behind), sha256 computed on the way."""
 
     def __init__(self, commands, out_path, background=False):
         self.out_path = out_path
@@ -1396,15 +1469,19 @@ class CompressPipeline:
     def _drain(self):
         out = self.procs[-1].stdout
         try:
+            behind = WriteBehind(self.handle.fileno())
             while True:
                 chunk = out.read1(CHUNK)
                 if not chunk:
                     break
                 self.handle.write(chunk)
+                self.handle.flush()
+                behind.wrote(len(chunk))
                 self.digest.update(chunk)
                 self.size += len(chunk)
             self.handle.flush()
             os.fsync(self.handle.fileno())
+            behind.finished()
         except OSError as exc:
             self.error = exc
             for proc in self.procs:

@@ -368,3 +368,88 @@ def test_the_fifo_is_read_in_small_pieces_so_the_pace_holds_the_dump_close(backu
     take(fifo_api, backup_dir)
     assert sum(sizes) == len(BIG_DUMP)
     assert max(sizes) <= 16 * 1024  # the burst benchmarks/backup.py found the site does not feel
+
+
+def noisy_dump(size):
+    """A valid dump with ``size`` random bytes (as hex, in a comment) that compression cannot squeeze away."""
+    return MARIADB_DUMP.replace(b"-- Dump completed", b"-- " + os.urandom(size).hex().encode() + b"\n-- Dump completed")
+
+
+class RecordingSync:
+    """Stands in for sync_file_range and fadvise: records what the writer asked of the disk."""
+
+    def __init__(self, fail=None):
+        self.calls = []
+        self.fail = fail
+
+    def sync_range(self, fd, offset, nbytes, flags):
+        if self.fail is not None:
+            raise self.fail
+        kind = "start" if flags == lib.SYNC_FILE_RANGE_WRITE else "wait"
+        self.calls.append((kind, offset, nbytes))
+
+    def drop(self, fd, offset, nbytes):
+        self.calls.append(("drop", offset, nbytes))
+
+
+def test_write_behind_hands_each_step_to_the_disk_and_waits_for_the_one_before():
+    disk = RecordingSync()
+    behind = lib.WriteBehind(7, step=100, sync_range=disk.sync_range, drop=disk.drop)
+    for size in (60, 60, 250, 10):  # 380 bytes: three whole steps, 80 left to the final fsync
+        behind.wrote(size)
+    assert disk.calls == [
+        ("start", 0, 100),
+        ("start", 100, 100),
+        ("wait", 0, 100),
+        ("drop", 0, 100),
+        ("start", 200, 100),
+        ("wait", 100, 100),
+        ("drop", 100, 100),
+    ]
+    behind.finished()
+    assert disk.calls[-1] == ("drop", 0, 0)  # the whole file leaves the page cache
+
+
+def test_write_behind_is_a_no_op_where_sync_file_range_is_missing():
+    disk = RecordingSync()
+    behind = lib.WriteBehind(7, step=100, sync_range=False, drop=disk.drop)
+    behind.wrote(1000)
+    assert disk.calls == []
+
+
+def test_write_behind_on_a_real_file_keeps_every_byte(tmp_path):
+    assert lib.libc_sync_file_range() is not None  # the servers are Linux with a C library that has it
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    path = tmp_path / "out"
+    with path.open("wb") as handle:
+        behind = lib.WriteBehind(handle.fileno(), step=256 * 1024)
+        for start in range(0, len(data), 100_000):
+            handle.write(data[start : start + 100_000])
+            handle.flush()
+            behind.wrote(len(data[start : start + 100_000]))
+        os.fsync(handle.fileno())
+        behind.finished()
+    assert path.read_bytes() == data
+
+
+def test_backup_files_are_written_behind_while_the_dump_runs(backup_dir, conn, monkeypatch):
+    disk = RecordingSync()
+    monkeypatch.setattr(lib, "libc_sync_file_range", lambda: disk.sync_range)
+    monkeypatch.setattr(lib, "drop_cached", disk.drop)
+    monkeypatch.setattr(lib, "WRITE_BEHIND_BYTES", 64 * 1024)
+    api = FakeAPI(dump=noisy_dump(600_000))  # gzip cannot shrink it below ~600 kB: several steps
+    result = take(api, backup_dir)
+    started = [offset for kind, offset, _ in disk.calls if kind == "start"]
+    assert started == list(range(0, len(started) * 64 * 1024, 64 * 1024))
+    assert len(started) == result["compressed_bytes"] // (64 * 1024) > 5
+    assert disk.calls[-1] == ("drop", 0, 0)
+
+
+def test_a_disk_error_while_writing_behind_fails_the_backup_cleanly(backup_dir, conn, earlier, monkeypatch):
+    disk = RecordingSync(fail=OSError(errno.EIO, "Input/output error"))
+    monkeypatch.setattr(lib, "libc_sync_file_range", lambda: disk.sync_range)
+    api = FakeAPI(dump=noisy_dump(2_000_000))
+    failed = r"^Input/output error while writing .*\.sql\.gz\.partial \(the partial file was removed"
+    with pytest.raises(lib.BackupError, match=failed):
+        take(api, backup_dir)
+    assert_only(backup_dir, earlier)
