@@ -16,6 +16,10 @@ On the lab's prod server (site.com), in one run:
   alone in the ALONE_SECONDS just before it (same writer, same connection):
   this machine's own noise (fsync latency of its disk) drifts over minutes, and
   a single reference taken at the start made the ratios a measure of the drift;
+  beside each window: how long the writer waited for a core (its run-queue
+  wait, from /proc/thread-self/schedstat: CPU taken by the backup) and the
+  machine's steal time (CPU taken by the hypervisor, /proc/stat), so a slow
+  window can be told apart from a noisy machine;
 - the restore drill (throwaway container) of the 1 GiB backup.
 Ratios are against the baseline measured in the same run.
 
@@ -61,12 +65,15 @@ password = open("/etc/montaiguillon/mysql/secrets/root_password").read().strip()
 conn = pymysql.connect(unix_socket="/run/montaiguillon/mysql/mysqld.sock", user="root", password=password,
                        database=db, autocommit=True)
 cur = conn.cursor()
+def run_delay():  # nanoseconds this thread has waited, runnable, for a core
+    with open("/proc/thread-self/schedstat") as handle:
+        return int(handle.read().split()[1])
 samples, interval, deadline = [], 1.0 / rate, time.monotonic() + max_seconds
 next_at = time.monotonic()
 while time.monotonic() < deadline and not os.path.exists(stop_file):
-    wall, start = time.time(), time.monotonic()
+    wall, start, waited = time.time(), time.monotonic(), run_delay()
     cur.execute("INSERT INTO bench_writes (payload) VALUES (%s)", (os.urandom(16).hex(),))
-    samples.append((wall, time.monotonic() - start))
+    samples.append((wall, time.monotonic() - start, (run_delay() - waited) / 1e9))
     next_at += interval
     delay = next_at - time.monotonic()
     if delay > 0:
@@ -115,7 +122,7 @@ def module(name, args):
 
 
 class Writer:
-    """The concurrent writer, on the server; samples are (wall time, seconds)."""
+    """The concurrent writer, on the server; samples are (wall time, seconds, of which waiting for a core)."""
 
     def __init__(self, seconds_max=900):
         stop = f"{WORK_DIR}/writer.stop"
@@ -135,12 +142,38 @@ class Writer:
         return json.loads(out)
 
 
+def p99(values):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
 def latency(samples, start=None, end=None):
-    values = sorted(s for wall, s in samples if (start is None or wall >= start) and (end is None or wall <= end))
-    if len(values) < 20:
-        sys.exit(f"too few writer samples ({len(values)}) to measure latency")
-    p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
-    return {"n": len(values), "p50": statistics.median(values) * 1000, "p99": p99 * 1000}
+    """p50/p99 of the writer's INSERTs in [start, end] (ms), and p99 of the part spent waiting for a core."""
+    chosen = [s for s in samples if (start is None or s[0] >= start) and (end is None or s[0] <= end)]
+    if len(chosen) < 20:
+        sys.exit(f"too few writer samples ({len(chosen)}) to measure latency")
+    seconds = [s[1] for s in chosen]
+    return {
+        "n": len(chosen),
+        "p50": statistics.median(seconds) * 1000,
+        "p99": p99(seconds) * 1000,
+        "runq_p99": p99([s[2] for s in chosen]) * 1000,
+    }
+
+
+def cpu_times():
+    """The machine's CPU counters (the first line of /proc/stat on the server: jiffies)."""
+    fields = on_server("head -n 1 /proc/stat").split()
+    if not fields or fields[0] != "cpu":
+        sys.exit(f"unexpected /proc/stat on {SERVER}: {' '.join(fields)[:200]}")
+    return [int(value) for value in fields[1:]]
+
+
+def steal_percent(before, after):
+    """Share of the CPU time between two ``cpu_times()`` the hypervisor gave to someone else (%)."""
+    deltas = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(deltas[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return 100.0 * deltas[7] / total if total > 0 and len(deltas) > 7 else 0.0
 
 
 def timed(command):
@@ -297,11 +330,14 @@ def run(opts):
         """The writer alone for ALONE_SECONDS, then ``backup()`` -> (its result, latency alone, latency during)."""
         print(f"{label}, the writer alone {ALONE_SECONDS} s before ...", flush=True)
         writer = Writer()
+        counters = cpu_times()
         time.sleep(ALONE_SECONDS)
-        alone_until = time.time()
+        alone_until, before = time.time(), cpu_times()
         result, start, end = backup()
+        after = cpu_times()
         samples = writer.finish()
-        return result, latency(samples, end=alone_until), latency(samples, start, end)
+        alone = {**latency(samples, end=alone_until), "steal": steal_percent(counters, before)}
+        return result, alone, {**latency(samples, start, end), "steal": steal_percent(before, after)}
 
     def ours_at(rate):
         result = our_backup(rate)
@@ -363,13 +399,18 @@ def run(opts):
           f"   total {drill['total_seconds']:.1f} s, {drill['status']}")  # fmt: skip
     print()
     print(f"writer latency (ms){'samples':>29} {'p50':>7} {'p99':>7}   {'alone before: p50':>17} {'p99':>7}  p99 ratio")
-    for name, alone, lat in (
+    windows = (
         (f"during our backup ({max_rate})", alone_ours, during_ours),
         ("during our backup (full speed)", alone_full, during_full),
         ("during mariadb-dump|gzip", alone_base, during_base),
-    ):
+    )
+    for name, alone, lat in windows:
         print(f"  {name:<38}{lat['n']:>7} {lat['p50']:>7.2f} {lat['p99']:>7.2f}   {alone['p50']:>17.2f}"
               f" {alone['p99']:>7.2f}  {lat['p99'] / alone['p99']:.1f}x")  # fmt: skip
+    print("  of which the writer waited for a core (p99, ms) | the machine's steal time (%), during / alone before")
+    for name, alone, lat in windows:
+        print(f"  {name:<38}  wait {lat['runq_p99']:>6.2f} / {alone['runq_p99']:<6.2f}"
+              f"  steal {lat['steal']:>4.1f} / {alone['steal']:.1f}")  # fmt: skip
     print()
     checks = [
         ("backup throughput vs baseline", backup_ratio, f">= {TARGETS['backup']}x", backup_ratio >= TARGETS["backup"]),
