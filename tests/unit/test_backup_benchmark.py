@@ -1,21 +1,9 @@
 """benchmarks/backup.py's figures from samples it would collect (no Docker, no lab)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+import sourcefile
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("mtg_bench_backup", ROOT / "benchmarks" / "backup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = sourcefile.load("benchmarks/backup.py", "mtg_bench_backup")
 
 
 def samples(start, seconds, waits):

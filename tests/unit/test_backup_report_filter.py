@@ -1,14 +1,9 @@
 """The backup_report filters: what backups.yml and backup.yml print."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+import sourcefile
 
-PATH = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "backup_report.py"
-spec = importlib.util.spec_from_file_location("backup_report", PATH)
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+report = sourcefile.load("plugins/filter/backup_report.py", "backup_report")
 
 
 def entry(backup_id, status="complete", drill=None, problems=(), checksum_ok=None, **manifest):

@@ -1,26 +1,15 @@
 """benchmarks/pipeline.py with a fake pipeline and a fake registry (no Docker, no lab)."""
 
 import base64
-import importlib.util
 import io
 import json
 import sys
 import urllib.error
-from pathlib import Path
 
 import pytest
+import sourcefile
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("mtg_bench_pipeline", ROOT / "benchmarks" / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = sourcefile.load("benchmarks/pipeline.py", "mtg_bench_pipeline")
 
 
 def result(seconds, ok=True, version="v"):
