@@ -921,6 +921,18 @@ class ExecStream:
     def stderr_text(self):
         return self.stderr.decode("utf-8", "replace")
 
+    def pid(self, timeout=1.0):
+        """The process's pid as the engine sees it (0 if it does not say in ``timeout``: not started, or ended)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid = self.api.exec_inspect(self.exec_id).get("Pid") or 0
+            except DockerException:
+                return 0
+            if pid or time.monotonic() >= deadline:
+                return pid
+            time.sleep(0.01)
+
     def running(self):
         try:
             return bool(self.api.exec_inspect(self.exec_id).get("Running"))
@@ -1021,6 +1033,9 @@ class FifoDumpStream:
             if not data:
                 return  # the writer closed its end: the dump is over
             yield data
+
+    def pid(self, timeout=1.0):
+        return self.exec.pid(timeout)
 
     def stderr_text(self):
         if self.stderr_thread is not None:
@@ -1605,7 +1620,7 @@ def run_backup(
     shared = fifo_directory(api, container, info, login)
     credentials = container_credentials(api, container, login["login_user"], login.get("login_password"))
     state = info.get("State", {})
-    with credentials as cnf, joined_cpu_cgroup(state.get("Pid"), info.get("Id", "")) as not_joined, background_thread():
+    with credentials as cnf, joined_cpu_cgroup(state.get("Pid"), info.get("Id", "")) as cpu, background_thread():
         try:
             pipeline = CompressPipeline(commands, partial_path, background=True)
         except OSError as exc:
@@ -1618,6 +1633,10 @@ def run_backup(
                 stream = FifoDumpStream(api, container, dump_into(dump, database), *shared)
             else:
                 stream = ExecStream(api, container, [*dump, database])
+            # docker exec starts the tool in the container's cgroup: it joins ours (a pid of this
+            # namespace: the join already checked the container's process is visible here)
+            if cpu.joined:
+                cpu.adopt(stream.pid(), expect=tools["dump"])
             for data in stream.stdout_chunks():
                 scan.feed(data)
                 pipeline.write(data)
@@ -1669,7 +1688,7 @@ def run_backup(
         pacing={
             "max_rate_bytes": max_rate,
             "paused_seconds": round(pace.slept, 3),
-            "cpu_cgroup": f"own: {not_joined}" if not_joined else "database container",
+            "cpu_cgroup": cpu.where,
         },
     )
     try:

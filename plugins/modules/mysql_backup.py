@@ -192,7 +192,7 @@ backup:
       collation: utf8mb4_general_ci
     binlog: {file: mysql-bin.000001, position: 2218, gtid: 0-1-8}
     tool: {name: mariadb-dump, flags: [--single-transaction, --quick, "..."], transport: fifo}
-    pacing: {max_rate_bytes: 26214400, paused_seconds: 0.31, cpu_cgroup: database container}
+    pacing: {max_rate_bytes: 26214400, paused_seconds: 0.31, cpu_cgroup: idle group beside the database container}
     row_counts: {users: 3, orders: 12}
     row_counts_source: dump
     verified: false

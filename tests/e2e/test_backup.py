@@ -208,8 +208,14 @@ def test_backup_playbook_says_where_the_backup_is_and_what_it_holds(playbook, sq
     # The dump came through a FIFO in the socket directory (not through dockerd), and left nothing there.
     assert written["tool"]["transport"] == "fifo"
     assert leftover_fifos() == []
-    # It ran in the database container's CPU cgroup, where its idle priority counts against mysqld's threads.
-    assert written["pacing"]["cpu_cgroup"] == "database container"
+    # It ran in an idle CPU cgroup beside the database container's (the site's processes preempt it at
+    # once), and removed that group when it was done.
+    assert written["pacing"]["cpu_cgroup"] == "idle group beside the database container"
+    empty_groups = (  # left over; one holding processes is a backup running now
+        "find /sys/fs/cgroup -maxdepth 4 -name 'montaiguillon-backup-*'"
+        " -exec sh -c '[ -z \"$(cat $0/cgroup.procs)\" ] && echo $0' {} \\;"
+    )
+    assert shell(empty_groups).stdout.split() == []
     # Encrypted at rest: the SQL is nowhere in the file, and the file is root's only.
     assert shell(f"grep -c probe_now {path}", check=False).stdout.strip() == "0"
     assert shell(f"stat -c %a {path} {BACKUP_DIR}").stdout.split() == ["600", "700"]

@@ -1,8 +1,13 @@
-"""Joining the database container's CPU cgroup: v1 and v2 layouts, every refusal moves nothing."""
+"""The backup's CPU cgroup: an idle group beside the database container's (else that one), v1 and v2 layouts,
+every refusal moves nothing."""
 
+import errno
 import os
+import shutil
+from pathlib import Path
 
 import pytest
+from ansible.module_utils import cpu_cgroup
 from ansible.module_utils.cpu_cgroup import joined, parse_mountinfo, parse_proc_cgroup
 
 CID = "9e2405cda8b68902a0f624c9c1739be57fb32b416875d85a9679be8da21a5f0b"
@@ -39,7 +44,44 @@ class Host:
         return directory
 
     def join(self, container_pid=DB_PID, container_id=CID):
-        return joined(container_pid, container_id, proc=str(self.proc), pid=OUR_PID)
+        return joined(container_pid, container_id, proc=str(self.proc), pid=OUR_PID, token="t1")
+
+
+@pytest.fixture(autouse=True)
+def kernel(monkeypatch, tmp_path):
+    """The fake cgroup file system behaves as the kernel's: a process is in one group per hierarchy, a new
+    group comes with its files (cpu.idle only on Linux 5.15+), and only an empty group can be removed."""
+    root = tmp_path / "cgroup"
+    made = {"cpu.idle": True}
+
+    def hierarchy(directory):
+        first = Path(directory).relative_to(root).parts[0]
+        return root / first if first in ("cpu", "cpuacct", "memory") else root  # v1: one tree each; v2: one
+
+    def move(directory, pid):
+        with open(os.path.join(directory, "cgroup.procs"), "a", encoding="ascii") as target:
+            for procs in hierarchy(directory).rglob("cgroup.procs"):
+                if procs.parent != Path(directory) and procs.is_file():
+                    procs.write_text("".join(f"{p}\n" for p in procs.read_text().split() if p != str(pid)))
+            target.write(f"{pid}\n")
+
+    def new_group(path):
+        os.mkdir(path)
+        (Path(path) / "cgroup.procs").write_text("")
+        if made["cpu.idle"]:
+            (Path(path) / "cpu.idle").write_text("0\n")
+
+    def remove_group(path):
+        path = Path(path)
+        procs = path / "cgroup.procs"
+        if (procs.is_file() and procs.read_text().split()) or any(p.is_dir() for p in path.iterdir()):
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        shutil.rmtree(path)
+
+    monkeypatch.setattr(cpu_cgroup, "_move", move)
+    monkeypatch.setattr(cpu_cgroup, "_new_group", new_group)
+    monkeypatch.setattr(cpu_cgroup, "_remove_group", remove_group)
+    return made
 
 
 def members(directory):
@@ -68,28 +110,73 @@ def v2(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["v1", "v2"])
-def test_the_process_is_in_the_database_cgroup_inside_and_back_after(request, layout):
+def test_the_process_is_in_an_idle_group_beside_the_database_inside_and_back_after(request, layout):
     host = request.getfixturevalue(layout)
-    with host.join() as not_joined:
-        assert not_joined is None
-        assert members(host.target) == [str(OUR_PID)]  # the kernel would append; the fake file shows the write
+    idle = host.target.parent / "montaiguillon-backup-t1"
+    with host.join() as placement:
+        assert placement.where == "idle group beside the database container"
+        assert (idle / "cpu.idle").read_text().strip() == "1"
+        assert members(idle) == [str(OUR_PID)]
+        assert members(host.own) == []
+        assert members(host.target) == [str(DB_PID)] + ([] if layout == "v2" else ["4901"])
     assert members(host.own) == [str(OUR_PID)]
+    assert not idle.exists(), "the group is removed on the way out"
+
+
+def test_the_dump_tool_is_adopted_only_if_it_is_the_tool(v1):
+    tool = os.getpid()  # a real process, so that its /proc/<pid>/cmdline is there to read (pytest's: "python")
+    idle = v1.target.parent / "montaiguillon-backup-t1"
+    with v1.join() as placement:
+        assert placement.adopt(tool, expect="mariadb-dump") is False  # a reused pid is left alone
+        assert placement.adopt(0) is False  # the engine did not say
+        assert members(idle) == [str(OUR_PID)]
+        assert placement.adopt(tool, expect="python") is True
+        assert members(idle) == [str(OUR_PID), str(tool)]
+
+
+def test_without_cpu_idle_the_database_cgroup_is_joined_and_says_why(v1, kernel):
+    kernel["cpu.idle"] = False  # a kernel before 5.15
+    with v1.join() as placement:
+        assert placement.where == "database container (no idle group: no cpu.idle in this kernel)"
+        assert members(v1.target) == [str(DB_PID), "4901", str(OUR_PID)]
+        assert not (v1.target.parent / "montaiguillon-backup-t1").exists(), "the half-made group is removed"
+    assert members(v1.own) == [str(OUR_PID)]
+
+
+def test_empty_groups_left_by_killed_runs_are_removed_busy_ones_kept(v1):
+    # an empty directory stands for an empty group (rmdir succeeds); a non-empty one for a busy group
+    stale = v1.target.parent / "montaiguillon-backup-dead"
+    stale.mkdir()
+    busy = v1.group("cpu/docker/montaiguillon-backup-busy", [4999])
+    other = v1.target.parent / "not-ours"
+    other.mkdir()
+    with v1.join():
+        pass
+    assert not stale.exists() and busy.exists() and other.exists()
+
+
+def test_no_refusal_leaves_a_group_behind(v1):
+    (v1.target / "cgroup.procs").write_text("4901\n")
+    with v1.join() as placement:
+        assert placement.where.startswith("own: ")
+        assert not placement.joined and placement.adopt(os.getpid()) is False
+    assert not list(v1.target.parent.glob("montaiguillon-backup-*"))
 
 
 def test_v1_moves_only_the_cpu_hierarchy(v1):
     memory = v1.group("memory/ssh", [OUR_PID])
-    with v1.join() as not_joined:
-        assert not_joined is None
+    with v1.join() as placement:
+        assert placement.joined
     assert members(memory) == [str(OUR_PID)]
     assert not (v1.cgroup / "memory" / "docker").exists()
 
 
 def refusal(host, **kwargs):
     before = {path: path.read_text() for path in host.cgroup.rglob("cgroup.procs")}
-    with host.join(**kwargs) as not_joined:
-        pass
+    with host.join(**kwargs) as placement:
+        assert not placement.joined
     assert {path: path.read_text() for path in host.cgroup.rglob("cgroup.procs")} == before, "something moved"
-    return not_joined
+    return placement.where
 
 
 def test_a_pid_from_another_namespace_is_refused(v1):
@@ -126,15 +213,16 @@ def test_no_cgroup_mount_is_refused(v1):
     assert "no cgroup hierarchy with the cpu controller" in refusal(v1)
 
 
-def test_a_move_the_kernel_refuses_changes_nothing(v1):
-    procs = v1.target / "cgroup.procs"
-    procs.unlink()
-    procs.mkdir()  # writing fails (EISDIR), as EACCES or EBUSY would
-    (v1.proc / str(DB_PID) / "cgroup").write_text(f"1:cpu:/docker/{CID}\n")
-    with v1.join() as not_joined:
-        pass
-    assert not_joined is not None
+def test_a_move_the_kernel_refuses_changes_nothing(v1, monkeypatch):
+    def refuse(directory, pid):
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(directory, "cgroup.procs"))
+
+    monkeypatch.setattr(cpu_cgroup, "_move", refuse)  # neither the idle group nor the container's takes us
+    with v1.join() as placement:
+        assert placement.where == "own: cannot join the database container's cgroup (Permission denied)"
+        assert not placement.joined
     assert members(v1.own) == [str(OUR_PID)]
+    assert not list(v1.target.parent.glob("montaiguillon-backup-*")), "the idle group made for it is removed"
 
 
 def test_already_inside_is_left_alone(v1):
@@ -148,9 +236,9 @@ def test_a_namespaced_mount_maps_paths_under_its_root(tmp_path):
     host = Host(tmp_path, mounts, f"1:cpu:/lab/docker/{CID}\n", "1:cpu:/lab/ssh\n")
     target = host.group(f"cpu/docker/{CID}", [DB_PID])
     own = host.group("cpu/ssh", [OUR_PID])
-    with host.join() as not_joined:
-        assert not_joined is None
-        assert members(target) == [str(OUR_PID)]
+    with host.join() as placement:
+        assert placement.joined
+        assert members(target.parent / "montaiguillon-backup-t1") == [str(OUR_PID)]
     assert members(own) == [str(OUR_PID)]
 
 
@@ -166,5 +254,5 @@ def test_parsers_read_real_lines():
 
 def test_on_this_machine_it_either_joins_or_says_why():
     # the real /proc: our own pid is never "the container's", so it must refuse with a reason
-    with joined(os.getpid(), "no-such-container-id") as not_joined:
-        assert not_joined
+    with joined(os.getpid(), "no-such-container-id") as placement:
+        assert placement.where.startswith("own: ")

@@ -147,6 +147,7 @@ class FakeAPI:
         # mysql role's socket directory is; None: the dump comes through the exec.
         self.shared = None
         self.dump_opens_fifo = True
+        self.exec_pid = 4321  # what exec_inspect reports for a running exec
         self.client_opens_fifo = True
 
     # exec ----------------------------------------------------------------
@@ -189,8 +190,8 @@ class FakeAPI:
 
     def exec_inspect(self, exec_id):
         record = self.execs[exec_id]
-        done = record["done"].wait(5)
-        return {"Running": not done, "ExitCode": record.get("code"), "Pid": 0}
+        done = record["done"].is_set()  # as the engine: the state now (callers poll)
+        return {"Running": not done, "ExitCode": record.get("code"), "Pid": self.exec_pid}  # kept after exit
 
     def handle(self, cmd, stdin, record):
         tool = cmd[0]

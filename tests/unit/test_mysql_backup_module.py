@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.cpu_cgroup import IDLE_PLACE, Placement
 from ansible.module_utils.testing import patch_module_args
 from test_mysql_backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
 
@@ -140,7 +141,7 @@ def test_the_backup_joins_the_database_cgroup_before_its_compressor_starts(mod, 
             events.append(("join", pid, container_id))
 
         def __enter__(self):
-            return None
+            return Placement(IDLE_PLACE, "/sys/fs/cgroup/cpu/docker/montaiguillon-backup-t")
 
         def __exit__(self, *exc):
             events.append(("leave",))
@@ -152,9 +153,15 @@ def test_the_backup_joins_the_database_cgroup_before_its_compressor_starts(mod, 
     world.api.pid = 4860
     monkeypatch.setattr(lib, "joined_cpu_cgroup", Joined)
     monkeypatch.setattr(lib.subprocess, "Popen", popen)
+    monkeypatch.setattr(Placement, "adopt", lambda _self, pid, expect=None: events.append(("adopt", pid, expect)))
     backup = run(mod, capsys, **base(world))["backup"]
-    assert events == [("join", 4860, world.api.container_id), ("spawn", "gzip"), ("leave",)]
-    assert backup["pacing"]["cpu_cgroup"] == "database container"
+    assert events == [
+        ("join", 4860, world.api.container_id),
+        ("spawn", "gzip"),
+        ("adopt", world.api.exec_pid, "mariadb-dump"),  # docker exec starts the dump tool in the container's group
+        ("leave",),
+    ]
+    assert backup["pacing"]["cpu_cgroup"] == "idle group beside the database container"
 
 
 def test_a_backup_that_cannot_join_says_why_in_its_manifest(mod, world, capsys):
