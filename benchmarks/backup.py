@@ -16,6 +16,8 @@ On the lab's prod server (site.com), in one run:
   alone in the ALONE_SECONDS just before it (same writer, same connection):
   this machine's own noise (fsync latency of its disk) drifts over minutes, and
   a single reference taken at the start made the ratios a measure of the drift;
+  the paced backup is measured --windows times (3) and its target checked on
+  the worst, so that one lucky window does not pass it;
   beside each window: how long the writer waited for a core (its run-queue
   wait, from /proc/thread-self/schedstat: CPU taken by the backup) and the
   machine's steal time (CPU taken by the hypervisor, /proc/stat), so a slow
@@ -302,6 +304,9 @@ def main():
     parser.add_argument("--max-rate", default=None, help="pace of our backups (default: the backup role's)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
     parser.add_argument("--regenerate", action="store_true", help="generate the database even if it exists")
+    parser.add_argument(
+        "--windows", type=int, default=3, help="paced backups measured with the writer, each after its reference"
+    )
     opts = parser.parse_args()
 
     cron_was_active = on_server("systemctl is-active cron", check=False).strip() == "active"
@@ -348,8 +353,14 @@ def run(opts):
         result = baseline_backup()
         return result, start, time.time()
 
-    ours, alone_ours, during_ours = with_writer(f"our backup (mysql_backup, zstd, max_rate {max_rate})",
-                                                lambda: ours_at(max_rate))  # fmt: skip
+    paced = [
+        with_writer(f"our backup (mysql_backup, zstd, max_rate {max_rate}) {i + 1}/{opts.windows}",
+                    lambda: ours_at(max_rate))
+        for i in range(max(1, opts.windows))
+    ]  # fmt: skip
+    ours = paced[0][0]
+    ours_seconds = statistics.median(result["duration_seconds"] for result, _alone, _during in paced)
+    p99_ratios = [during["p99"] / alone["p99"] for _result, alone, during in paced]
     full, alone_full, during_full = with_writer("our backup at full speed (max_rate 0)", lambda: ours_at("0"))
     (base_seconds, base_size), alone_base, during_base = with_writer("baseline backup (mariadb-dump | gzip)", baseline)
 
@@ -375,14 +386,14 @@ def run(opts):
     def rate(seconds):
         return f"{sql_bytes / mib / seconds:7.1f} MiB/s"
 
-    backup_ratio = base_seconds / ours["duration_seconds"]
+    backup_ratio = base_seconds / ours_seconds
     restore_ratio = base_restore / restored["load_seconds"]
-    p99_ratio = during_ours["p99"] / alone_ours["p99"]
     print()
     print(f"data: {size / 1024**3:.2f} GiB InnoDB, {rows} rows, dump {sql_bytes / mib:.0f} MiB of SQL")
     print(f"{'':<40}{'seconds':>9}  {'throughput':>14}  {'size':>10}")
-    print(f"{f'backup  ours (zstd, max_rate {max_rate})':<40}{ours['duration_seconds']:>9.1f}"
-          f"  {rate(ours['duration_seconds']):>14}  {ours['compressed_bytes'] / mib:>6.0f} MiB")  # fmt: skip
+    print(f"{f'backup  ours (zstd, max_rate {max_rate})':<40}{ours_seconds:>9.1f}"
+          f"  {rate(ours_seconds):>14}  {ours['compressed_bytes'] / mib:>6.0f} MiB"
+          f"   median of {len(paced)}")  # fmt: skip
     print(f"{'backup  ours (zstd, full speed)':<40}{full['duration_seconds']:>9.1f}"
           f"  {rate(full['duration_seconds']):>14}  {full['compressed_bytes'] / mib:>6.0f} MiB")  # fmt: skip
     print(f"{f'backup  ours (zstd + age, {max_rate})':<40}{encrypted['duration_seconds']:>9.1f}"
@@ -400,10 +411,11 @@ def run(opts):
     print()
     print(f"writer latency (ms){'samples':>29} {'p50':>7} {'p99':>7}   {'alone before: p50':>17} {'p99':>7}  p99 ratio")
     windows = (
-        (f"during our backup ({max_rate})", alone_ours, during_ours),
+        *((f"during our backup ({max_rate}) {i + 1}/{len(paced)}", alone, during)
+          for i, (_result, alone, during) in enumerate(paced)),
         ("during our backup (full speed)", alone_full, during_full),
         ("during mariadb-dump|gzip", alone_base, during_base),
-    )
+    )  # fmt: skip
     for name, alone, lat in windows:
         print(f"  {name:<38}{lat['n']:>7} {lat['p50']:>7.2f} {lat['p99']:>7.2f}   {alone['p50']:>17.2f}"
               f" {alone['p99']:>7.2f}  {lat['p99'] / alone['p99']:.1f}x")  # fmt: skip
@@ -417,13 +429,16 @@ def run(opts):
         ("restore (load) throughput vs baseline", restore_ratio, f">= {TARGETS['restore']}x",
          restore_ratio >= TARGETS["restore"]),
         ("size, ours / baseline", ours["compressed_bytes"] / base_size, "(smaller is better)", True),
-        (f"writer p99 during backup ({max_rate}) / before", p99_ratio, f"<= {TARGETS['p99']}x",
-         p99_ratio <= TARGETS["p99"]),
+        (f"writer p99 during backup ({max_rate}) / before", max(p99_ratios), f"<= {TARGETS['p99']}x",
+         max(p99_ratios) <= TARGETS["p99"]),
         ("drill of the whole backup (s)", drill["total_seconds"], f"< {TARGETS['drill']:.0f} s",
          drill["total_seconds"] < TARGETS["drill"] and drill["status"] == "passed"),
     ]  # fmt: skip
     for name, value, target, ok in checks:
         print(f"{name:<44}{value:>8.2f}   {target:<20}{'ok' if ok else 'MISSED'}")
+    if len(p99_ratios) > 1:
+        print(f"  (writer p99 ratio: the worst of {len(p99_ratios)} paced backups;"
+              f" all: {', '.join(f'{r:.2f}' for r in p99_ratios)})")  # fmt: skip
     return 0 if all(ok for *_, ok in checks) else 1
 
 
