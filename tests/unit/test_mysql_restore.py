@@ -268,6 +268,7 @@ def test_drill_restores_into_a_throwaway_container_and_marks_the_backup_verified
     assert created["image"] == "sha256:abc123"
     assert created["name"].startswith("mysql-drill-")
     assert created["host_config"]["network_mode"] == "none"
+    assert created["host_config"]["cpu_shares"] == 2  # background work: the site's containers come first
     assert created["host_config"]["binds"][0].endswith(":/run/mysqld:rw")
     # same server configuration as production, read-only; never its data or socket
     assert created["host_config"]["binds"][1:] == ["/etc/montaiguillon/mysql/conf.d:/etc/mysql/conf.d:ro"]
