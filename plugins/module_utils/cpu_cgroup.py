@@ -10,7 +10,7 @@ the lab (sched_switch/sched_wakeup, 15 s of a 25M backup, a 50/s writer in
 another container): with the backup in the database container's cgroup the
 writer waited a millisecond or more 28 times, up to 3.8 ms, behind the
 compressor's threads; with the backup in a group marked ``cpu.idle`` (Linux
-5.15+), 6 times, up to 1.7 ms, never behind the backup. The kernel treats such
+5.15+), 4 and 6 times in two runs, up to 2.5 ms, never behind the backup. The kernel treats such
 a group as idle against its siblings: any other group's task preempts it on
 waking, and a core running only idle groups counts as free.
 
@@ -209,9 +209,10 @@ def joined(container_pid, container_id, proc="/proc", pid=None, token=None):
 
     Yields a ``Placement``: ``where`` is ``IDLE_PLACE``, ``CONTAINER_PLACE``
     and why there is no idle group (the container's cgroup instead), or
-    ``own: <why>`` (nothing moved). On the way out the process goes back to its own cgroup
-    and the idle group is removed (children it started meanwhile are expected
-    to have ended; if one has not, the group stays and the next run removes it).
+    ``own: <why>`` (nothing moved). On the way out the process goes back to
+    its own cgroup and the idle group is removed (children it started
+    meanwhile are expected to have ended; if one has not, the group stays and
+    the next run removes it).
     """
     pid = pid or os.getpid()
     idle = None
