@@ -86,8 +86,9 @@ STDERR_KEEP = 16 * 1024
 # moment a query wakes up), else at nice 10, in an idle CPU cgroup (see
 # cpu_cgroup: so that this holds against the site's containers too). Measured
 # with benchmarks/backup.py on 2 cores: a full-speed dump took the writer's p99
-# to 15-35x its idle value at nice 10, 3.5x under SCHED_IDLE. The thread inside mysqld that serves the
-# dump keeps the server's priority: the pace (max_rate) bounds it.
+# to 15-35x its idle value at nice 10, 3.5x under SCHED_IDLE. The thread inside
+# mysqld that serves the dump keeps the server's priority: the pace (max_rate)
+# bounds it.
 BACKUP_NICE = 10
 BACKGROUND_PREFIXES = (["chrt", "-i", "0"], ["nice", "-n", str(BACKUP_NICE)])
 # The FIFO a dump comes through holds this much, and is read this much at a
