@@ -2188,10 +2188,15 @@ def _wait_for_server(login, container_id, api, timeout):
             last = exc
             time.sleep(0.5)
             continue
-        # the image's entrypoint first runs a temporary server without networking
-        if int(query_one(conn, "SELECT @@skip_networking")[0]) == 0:
-            return conn
-        conn.close()
+        # the image's entrypoint first runs a temporary server without networking,
+        # then stops it: a probe can meet it going away (not ready yet, ask again)
+        try:
+            if int(query_one(conn, "SELECT @@skip_networking")[0]) == 0:
+                return conn
+        except pymysql.err.MySQLError as exc:
+            last = exc
+        with contextlib.suppress(Exception):
+            conn.close()
         time.sleep(0.5)
     raise BackupError(f"the drill server did not become ready within {timeout} s: {last}")
 

@@ -369,3 +369,55 @@ def test_a_failing_client_behind_the_fifo_fails_the_restore_and_leaves_no_fifo(
     assert result["failed"] is True
     assert message in result["msg"]
     assert os.listdir(shared_dir) == []
+
+
+def test_the_drill_waits_through_the_entrypoints_temporary_server_going_away(monkeypatch):
+    # the image's entrypoint starts a server without networking, then stops it: a probe can connect to it
+    # and lose it mid-query (2006). None of that is an error; the server that stays up is.
+    pymysql = pytest.importorskip("pymysql")
+
+    class Probe:
+        def __init__(self, answer):
+            self.answer, self.closed = answer, False
+
+        def cursor(self):
+            probe = self
+
+            class Cursor:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    return False
+
+                def execute(self, sql, args=None):
+                    assert sql == "SELECT @@skip_networking"
+                    if isinstance(probe.answer, Exception):
+                        raise probe.answer
+
+                def fetchone(self):
+                    return (probe.answer,)
+
+            return Cursor()
+
+        def close(self):
+            self.closed = True
+
+    gone = pymysql.err.OperationalError(2006, "MySQL server has gone away (BrokenPipeError(32, 'Broken pipe'))")
+    probes = [Probe(1), Probe(gone), Probe(0)]
+    answers = [lib.BackupError("cannot connect"), *probes]
+
+    def connect(login, database=None):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    class Engine:
+        def inspect_container(self, container_id):
+            return {"State": {"Running": True}}
+
+    monkeypatch.setattr(lib, "connect", connect)
+    monkeypatch.setattr(lib.time, "sleep", lambda _seconds: None)
+    assert lib._wait_for_server({}, "drill-1", Engine(), timeout=30) is probes[2]
+    assert [p.closed for p in probes] == [True, True, False]
