@@ -257,9 +257,13 @@ def our_backup(max_rate, encrypt=False):
     """
     lib_dir = f"{WORK_DIR}/lib"
     target = f"{lib_dir}/ansible/module_utils"
-    on_server(f"mkdir -p {target}")
-    for name in ("cpu_cgroup.py", "docker_common.py", "mysql_backup_lib.py"):
-        on_server(f"cat > {target}/{name}", input_bytes=(ROOT / "plugins/module_utils" / name).read_bytes())
+    source = ROOT / "plugins/module_utils"
+    names = ["cpu_cgroup.py", "mysql_backup_lib.py"]
+    tree = (source / "montaiguillon").rglob("*.py")
+    names += [str(p.relative_to(source)) for p in tree if "__pycache__" not in p.parts]
+    for name in names:
+        on_server(f"mkdir -p {target}/{os.path.dirname(name)}")
+        on_server(f"cat > {target}/{name}", input_bytes=(source / name).read_bytes())
     on_server(f"cat > {WORK_DIR}/our_backup.py", input_bytes=OUR_BACKUP.encode())
     recipients = "/etc/montaiguillon/backup/age-recipients.txt" if encrypt else "''"
     out = on_server(

@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - reported by the modules
     HAS_DOCKER = False
 
 from ansible.module_utils.cpu_cgroup import joined as joined_cpu_cgroup
-from ansible.module_utils.docker_common import DockerError, get_client
+from ansible.module_utils.montaiguillon.common.docker_engine import DockerError, get_client
 
 try:
     import pymysql

@@ -400,7 +400,7 @@ from ansible.module_utils.bluegreen import (
     validate_params,
 )
 from ansible.module_utils.deploy_lock import DeployLock, LockHeld, read_holder
-from ansible.module_utils.docker_common import DockerEngine, DockerError, get_client
+from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
 from ansible.module_utils.release_ledger import ReleaseLedger, atomic_write, read_text
 
 PROBE_TIMEOUT = 2.0

@@ -6,8 +6,8 @@ from unittest import mock
 
 import pytest
 import requests
-from ansible.module_utils import docker_common
-from ansible.module_utils.docker_common import (
+from ansible.module_utils.montaiguillon.common import docker_engine as docker_common
+from ansible.module_utils.montaiguillon.common.docker_engine import (
     DockerEngine,
     DockerError,
     container_by_name,

@@ -122,9 +122,17 @@ def test_scheduled_backups_run_as_the_backup_user_not_root(host):
 
 
 def test_the_library_is_the_one_the_modules_use(host):
-    lib = host.file("/usr/local/lib/montaiguillon-backup/ansible/module_utils/mysql_backup_lib.py").content_string
     project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-    assert lib == (project / "plugins" / "module_utils" / "mysql_backup_lib.py").read_text()
+    source = project / "plugins" / "module_utils"
+    ours = sorted(p.relative_to(source) for p in source.rglob("*.py") if "__pycache__" not in p.parts)
+    installed = "/usr/local/lib/montaiguillon-backup/ansible/module_utils"
+    on_server = set(host.check_output(f"cd {installed} && find . -name '*.py' -printf '%P\\n'").splitlines())
+    flat = ("mysql_backup_lib.py", "mysql_backup_cli.py")
+    needed = [p for p in ours if p.parts[0] == "montaiguillon" or p.name in flat]
+    assert needed and {str(p) for p in needed} <= on_server
+    for path in needed:
+        assert host.file(f"{installed}/{path}").content_string == (source / path).read_text(), path
+    assert "docker_common.py" not in on_server
 
 
 def test_the_weekly_drill_restores_the_newest_backup_and_records_it(host):

@@ -1,0 +1,1 @@
+"""Helpers every part shares: the Docker engine, files, clocks, polling."""
