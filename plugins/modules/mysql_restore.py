@@ -68,6 +68,12 @@ options:
         Off by default, so the binlog keeps only real history and a later point-in-time recovery stays clean.
     type: bool
     default: false
+  encrypt_recipient_file:
+    description:
+      - Path on the server of an C(age) recipients file (public keys). When set, the safety backup is
+        encrypted like every other backup (its file ends in C(.age)); set it whenever backups are encrypted,
+        or the safety backup is a plaintext dump beside the encrypted ones.
+    type: path
   compression:
     description: Compression of the safety backup.
     type: str
@@ -213,6 +219,7 @@ def argument_spec():
         "drill_timeout": {"type": "int", "default": 300},
         "log_restore": {"type": "bool", "default": False},
         "compression": {"type": "str", "choices": ["zstd", "gzip"], "default": "zstd"},
+        "encrypt_recipient_file": {"type": "path"},
         **CONTAINER_ARGUMENT_SPEC,
     }
 
@@ -288,6 +295,7 @@ class RestoreManager:
                     kind="safety",
                     label=f"before restore of {entry['id']}",
                     compression=params["compression"],
+                    encrypt_recipient_file=params["encrypt_recipient_file"],
                     min_size_bytes=0,
                     warn=self.module.warn,
                 )

@@ -256,6 +256,10 @@ def test_restore_brings_back_exactly_the_backed_up_rows_and_can_be_undone(playbo
     undo = re.search(r"Undo: (ansible-playbook restore\.yml .*?restore_confirm=yes)", done.output)[1]
     safety = re.search(r"restore_backup=(\S+)", undo)[1]
     assert safety.endswith("-safety")
+    # The lab encrypts its backups: the safety backup too, and no plaintext dump of any kind is left.
+    assert manifest(safety)["file"].endswith(".age"), manifest(safety)
+    dumps = [name for name in shell(f"ls {BACKUP_DIR}").stdout.split() if ".sql" in name]
+    assert dumps and [name for name in dumps if not name.endswith(".age")] == []
     undone = restore(playbook, "-e", f"restore_backup={safety}", "-e", "restore_confirm=yes")
     assert undone.rc == 0, undone.output[-3000:]
     assert rows(sql, "probe_restore") == later
