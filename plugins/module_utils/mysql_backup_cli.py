@@ -31,6 +31,7 @@ import time
 import urllib.request
 
 from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso, utcnow
 
 PROG = "montaiguillon-backup"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -114,7 +115,7 @@ class Reporter:
 
     def log(self, level, message):
         syslog.syslog(LEVELS[level], message)
-        line = f"{lib.iso(lib.utcnow())} {self.config['host']} {level}: {message}"
+        line = f"{iso(utcnow())} {self.config['host']} {level}: {message}"
         path = self.config.get("log_file")
         if path:
             try:
@@ -130,7 +131,7 @@ class Reporter:
         path = self.config["status_file"]
         status = read_status(path)
         entry = status.get(job) if isinstance(status.get(job), dict) else {}
-        now = lib.iso(lib.utcnow())
+        now = iso(utcnow())
         entry.update(
             last_attempt=now,
             last_result="failed" if error else "ok",
@@ -146,7 +147,7 @@ class Reporter:
         status.update({job: entry, "host": self.config["host"], "updated_at": now})
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            lib.atomic_write_json(path, status, mode=0o644)
+            lib.write_json(path, status, mode=0o644)
         except (OSError, lib.BackupError) as exc:
             self.log("error", f"cannot write the status file {path}: {exc}")
         return entry
@@ -163,7 +164,7 @@ class Reporter:
             "job": job,
             "result": "failed",
             "error": error,
-            "at": lib.iso(lib.utcnow()),
+            "at": iso(utcnow()),
         }
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
             url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
@@ -388,13 +389,13 @@ def cmd_offsite(config, reporter, _args):
 
 def status_problems(status, max_age_hours, now=None):
     """What an operator must look at, from the status file (empty when all is well)."""
-    now = now or lib.utcnow()
+    now = now or utcnow()
     problems = []
     backup = status.get("backup") or {}
     if not backup.get("last_success"):
         problems.append("no scheduled backup has ever succeeded")
     else:
-        age = (now - lib.parse_iso(backup["last_success"])).total_seconds() / 3600
+        age = (now - parse_iso(backup["last_success"])).total_seconds() / 3600
         if age > max_age_hours:
             problems.append(
                 f"the last successful backup is {age:.1f} h old (limit {max_age_hours} h):"

@@ -53,7 +53,15 @@ except ImportError:  # pragma: no cover - reported by the modules
     HAS_DOCKER = False
 
 from ansible.module_utils.cpu_cgroup import joined as joined_cpu_cgroup
+from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso, utcnow
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError, get_client
+from ansible.module_utils.montaiguillon.common.files import (
+    FileWriteError,
+    atomic_write_json,
+    describe_os_error,
+    fsync_dir,
+    sha256_file,
+)
 
 try:
     import pymysql
@@ -149,22 +157,6 @@ class Pacer:
         if ahead > 0:
             self.sleep(ahead)
             self.slept += ahead
-
-
-def utcnow():
-    return dt.datetime.now(dt.UTC)
-
-
-def iso(moment):
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(value):
-    """Parse our ISO timestamps (``...Z``) or any ISO 8601 string; naive means UTC."""
-    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
 
 
 # --------------------------------------------------------------------------
@@ -274,57 +266,12 @@ def plan_retention(entries, policy, database, extra=None):
 # --------------------------------------------------------------------------
 
 
-def describe_os_error(exc, path, action="writing"):
-    if exc.errno == errno.ENOSPC:
-        return f"no space left on device while {action} {path}"
-    if exc.errno == errno.EDQUOT:
-        return f"disk quota exceeded while {action} {path}"
-    return f"{exc.strerror or exc} while {action} {path}"
-
-
-def fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def write_json(path, document, mode=0o600):
+    """A backup's JSON file (manifest, drill record, status), all or nothing; a failure is a ``BackupError``."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path, data, mode=0o600):
-    """Write ``path`` all or nothing: temp file in the same directory, fsync, rename.
-
-    On any failure the temp file is removed and ``path`` is left as it was.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".partial")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(directory)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise BackupError(describe_os_error(exc, path)) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path, document, mode=0o600):
-    atomic_write_bytes(path, (json.dumps(document, indent=2) + "\n").encode(), mode)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        atomic_write_json(path, document, mode)
+    except FileWriteError as exc:
+        raise BackupError(exc.strerror) from exc
 
 
 def verify_backup_file(path, manifest):
@@ -1694,7 +1641,7 @@ def run_backup(
         },
     )
     try:
-        atomic_write_json(os.path.join(backup_dir, f"{backup_id}.json"), manifest)
+        write_json(os.path.join(backup_dir, f"{backup_id}.json"), manifest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(final_path)
@@ -2303,7 +2250,7 @@ def run_drill(api, *, container, entry, identity_file=None, smoke_query, timeout
 def record_drill(backup_dir, entry, result):
     """Write ``{id}.drill.json`` and set the manifest's ``verified`` (caller holds the lock)."""
     backup_id = entry["id"]
-    atomic_write_json(os.path.join(backup_dir, f"{backup_id}.drill.json"), result)
+    write_json(os.path.join(backup_dir, f"{backup_id}.drill.json"), result)
     manifest = _read_json(entry["manifest_path"])
     manifest["verified"] = result["status"] == "passed"
     manifest["last_drill"] = {
@@ -2311,5 +2258,5 @@ def record_drill(backup_dir, entry, result):
         "at": result["finished_at"],
         "restore_seconds": result.get("restore_seconds"),
     }
-    atomic_write_json(entry["manifest_path"], manifest)
+    write_json(entry["manifest_path"], manifest)
     return manifest

@@ -226,6 +226,7 @@ latest_good:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 from ansible.module_utils.mysql_backup_lib import (
     CONTAINER_ARGUMENT_SPEC,
     DEFAULT_RETENTION,
@@ -236,7 +237,6 @@ from ansible.module_utils.mysql_backup_lib import (
     docker_api,
     dump_file_name,
     inspect_container,
-    iso,
     latest_good,
     list_backups,
     login_options,
@@ -246,7 +246,6 @@ from ansible.module_utils.mysql_backup_lib import (
     public_entry,
     run_backup,
     server_facts,
-    utcnow,
     verify_backup_file,
 )
 

@@ -1,7 +1,6 @@
 """Pure logic of mysql_backup_lib: ids, retention, manifests, files, listing, the dump scanner."""
 
 import datetime as dt
-import errno
 import hashlib
 import json
 import os
@@ -241,38 +240,6 @@ def test_plan_retention_in_check_mode_counts_the_planned_backup_as_newest():
 
 
 # ---- files ----------------------------------------------------------------
-
-
-def test_atomic_write_creates_a_0600_file_and_leaves_no_temp(tmp_path):
-    target = tmp_path / "x.json"
-    lib.atomic_write_json(str(target), {"a": 1})
-    assert json.loads(target.read_text()) == {"a": 1}
-    assert oct(target.stat().st_mode & 0o777) == "0o600"
-    assert os.listdir(tmp_path) == ["x.json"]
-
-
-def test_atomic_write_failure_leaves_no_final_file_and_no_temp(tmp_path, monkeypatch):
-    def full(_fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(lib.os, "fsync", full)
-    with pytest.raises(lib.BackupError, match=r"^no space left on device while writing .*x\.json$"):
-        lib.atomic_write_bytes(str(tmp_path / "x.json"), b"data")
-    assert os.listdir(tmp_path) == []
-
-
-def test_atomic_write_failure_keeps_the_previous_version(tmp_path, monkeypatch):
-    target = tmp_path / "x.json"
-    target.write_text("old")
-
-    def broken(_src, _dst):
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(lib.os, "replace", broken)
-    with pytest.raises(lib.BackupError, match="Input/output error while writing"):
-        lib.atomic_write_bytes(str(target), b"new")
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["x.json"]
 
 
 def test_verify_backup_file_detects_one_flipped_byte(tmp_path):
@@ -591,18 +558,6 @@ def test_option_file_quotes_every_character():
 
 def test_quote_identifier():
     assert lib.quote_identifier("we`ird") == "`we``ird`"
-
-
-@pytest.mark.parametrize(
-    ("err", "text"),
-    [
-        (errno.ENOSPC, "no space left on device while writing /b/x"),
-        (errno.EDQUOT, "disk quota exceeded while writing /b/x"),
-        (errno.EACCES, "Permission denied while writing /b/x"),
-    ],
-)
-def test_describe_os_error(err, text):
-    assert lib.describe_os_error(OSError(err, os.strerror(err)), "/b/x") == text
 
 
 @pytest.mark.parametrize(

@@ -200,7 +200,7 @@ def test_a_failing_manifest_write_removes_the_dump(backup_dir, conn, earlier, mo
     def full(path, document, mode=0o600):
         raise lib.BackupError(f"no space left on device while writing {path}")
 
-    monkeypatch.setattr(lib, "atomic_write_json", full)
+    monkeypatch.setattr(lib, "write_json", full)
     with pytest.raises(lib.BackupError, match=r"no space left on device while writing .*json"):
         take(FakeAPI(dump=BIG_DUMP), backup_dir)
     assert_only(backup_dir, earlier)

@@ -18,6 +18,9 @@ CHUNK = 1 << 20
 class FileWriteError(OSError):
     """A write that failed, with ``describe_os_error``'s message; ``path`` unchanged."""
 
+    def __str__(self):
+        return self.strerror  # the sentence alone, without OSError's "[Errno N]" prefix
+
 
 def describe_os_error(exc, path, action="writing"):
     """``exc`` as a sentence naming ``path`` (a full disk and a quota said plainly)."""
