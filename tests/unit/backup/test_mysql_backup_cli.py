@@ -10,7 +10,7 @@ import typing
 import pytest
 from ansible.module_utils import mysql_backup_cli as cli
 from ansible.module_utils import mysql_backup_lib as lib
-from test_mysql_backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+from backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
 
 DUMP = pad_dump(MARIADB_DUMP, 50_000)
 

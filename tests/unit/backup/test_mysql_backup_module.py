@@ -8,7 +8,7 @@ import pytest
 from ansible.module_utils import mysql_backup_lib as lib
 from ansible.module_utils.cpu_cgroup import IDLE_PLACE, Placement
 from ansible.module_utils.testing import patch_module_args
-from test_mysql_backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+from backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
 
 DUMP = pad_dump(MARIADB_DUMP, 50_000)
 

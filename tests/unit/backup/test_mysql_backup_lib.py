@@ -7,7 +7,7 @@ import os
 
 import pytest
 from ansible.module_utils import mysql_backup_lib as lib
-from test_mysql_backup_fakes import MARIADB_COUNTS, MARIADB_DUMP, MYSQL_COUNTS, MYSQL_DUMP
+from backup_fakes import MARIADB_COUNTS, MARIADB_DUMP, MYSQL_COUNTS, MYSQL_DUMP
 
 UTC = dt.UTC
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils import mysql_backup_lib as lib
-from test_mysql_backup_fakes import LOGIN, MARIADB_COUNTS, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+from backup_fakes import LOGIN, MARIADB_COUNTS, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
 
 BIG_DUMP = pad_dump(MARIADB_DUMP, 200_000)
 
