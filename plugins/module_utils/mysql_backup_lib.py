@@ -537,6 +537,33 @@ def latest_good(entries):
     return next((e for e in entries if e["status"] == "complete"), None)
 
 
+def backup_freshness(entries, *, backup_dir, database, max_age_hours, now):
+    """Whether a deploy may go on: the newest good scheduled or manual backup is at most ``max_age_hours`` old.
+
+    Pre-deploy and safety snapshots do not count: they say nothing about the
+    schedule. ``entries`` newest first, as ``list_backups`` returns them.
+    Returns ``{ok, newest, age_hours, reason}``; ``reason`` completes
+    "refusing to deploy, ..." or stands alone when ``ok``.
+    """
+    newest = next(
+        (e for e in entries if e["status"] == "complete" and e["manifest"].get("kind") in ("scheduled", "manual")),
+        None,
+    )
+    if newest is None:
+        reason = f"there is no good backup of {database} in {backup_dir}"
+        return {"ok": False, "newest": None, "age_hours": None, "reason": reason}
+    age = round((now - parse_iso(newest["manifest"]["finished_at"])).total_seconds() / 3600, 1)
+    if age <= max_age_hours:
+        return {
+            "ok": True,
+            "newest": newest["id"],
+            "age_hours": age,
+            "reason": f"newest good backup {newest['id']}, {age} h old",
+        }
+    reason = f"the newest good backup ({newest['id']}) is {age} h old"
+    return {"ok": False, "newest": newest["id"], "age_hours": age, "reason": reason}
+
+
 def public_entry(entry):
     """An entry as a module returns it (JSON-friendly)."""
     result = dict(entry)

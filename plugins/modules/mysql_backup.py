@@ -106,6 +106,12 @@ options:
     description: With O(state=list), also hash every dump and report C(checksum_ok) (reads every file).
     type: bool
     default: false
+  max_age_hours:
+    description:
+      - With O(state=list), also judge whether a deploy may go on (RV(freshness)) - the newest good
+        C(scheduled) or C(manual) backup of O(database) is at most this many hours old (pre-deploy and
+        safety snapshots do not count).
+    type: float
 requirements:
   - zstd or gzip on the server; age when O(encrypt_recipient_file) is set
   - the database container has mariadb-dump or mysqldump, a client, sh, and a writable /tmp
@@ -217,6 +223,15 @@ backups:
     manifest: {description: The manifest, type: dict}
     drill: {description: The last drill record, or null, type: dict}
     checksum_ok: {description: With O(verify_checksums), whether the sha256 matches, type: bool}
+freshness:
+  description: With O(max_age_hours), whether the backups are fresh enough to deploy.
+  returned: state is list and max_age_hours is set
+  type: dict
+  contains:
+    ok: {description: The newest good scheduled or manual backup is young enough, type: bool}
+    newest: {description: Its id, or null when there is none, type: str}
+    age_hours: {description: Its age in hours (one decimal), or null, type: float}
+    reason: {description: "The judgement in words, e.g. C(the newest good backup (ID) is 47.9 h old)", type: str}
 latest_good:
   description: Id of the newest complete backup (checksum verified too with O(verify_checksums)), or null.
   returned: state is list
@@ -233,6 +248,7 @@ from ansible.module_utils.mysql_backup_lib import (
     BackupError,
     apply_retention,
     backup_dir_lock,
+    backup_freshness,
     connect,
     docker_api,
     dump_file_name,
@@ -268,6 +284,7 @@ def argument_spec():
         },
         "prune": {"type": "bool", "default": True},
         "verify_checksums": {"type": "bool", "default": False},
+        "max_age_hours": {"type": "float"},
         **CONTAINER_ARGUMENT_SPEC,
     }
 
@@ -295,7 +312,16 @@ class BackupManager:
         if not self.params["verify_checksums"]:
             newest = latest_good(entries)
             good = newest["id"] if newest else None
-        return {"changed": False, "backups": result, "latest_good": good}
+        answer = {"changed": False, "backups": result, "latest_good": good}
+        if self.params["max_age_hours"] is not None:
+            answer["freshness"] = backup_freshness(
+                entries,
+                backup_dir=self.params["backup_dir"],
+                database=self.params["database"],
+                max_age_hours=self.params["max_age_hours"],
+                now=utcnow(),
+            )
+        return answer
 
     def plan(self):
         """Check mode: read-only probes, then what would be written and pruned."""
