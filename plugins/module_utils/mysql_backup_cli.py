@@ -346,7 +346,14 @@ def attempt(job, func, config, reporter, **kwargs):
 # ---------------------------------------------------------------------------
 
 
+def first_backup_recorded(status):
+    """Whether a backup run (ok or failed) is recorded: binlog shipping alone writes the status file too."""
+    return "backup" in status
+
+
 def cmd_run(config, reporter, args):
+    if args.first and first_backup_recorded(read_status(config["status_file"])):
+        return True, {"skipped": "a backup run is already recorded (run --first takes only the first one)"}
     ok, report = attempt("backup", job_backup, config, reporter, kind=args.kind, label=args.label)
     results = {"backup": report}
     if config["binlogs"].get("enabled"):
@@ -478,6 +485,7 @@ def parser(config_path):
     run = sub.add_parser("run", help="back up, apply retention, ship binlogs, copy offsite (what cron runs)")
     run.add_argument("--kind", choices=["scheduled", "manual"], default="scheduled")
     run.add_argument("--label", default="")
+    run.add_argument("--first", action="store_true", help="only when no backup run is recorded yet (provisioning)")
     sub.add_parser("ship-binlogs", help="copy closed binary logs next to the backups, then offsite")
     drill = sub.add_parser("drill", help="restore a backup into a throwaway container and record the RTO")
     drill.add_argument("--backup", default="latest", help="backup id (default: the newest good one)")

@@ -204,3 +204,28 @@ def test_a_bad_configuration_exits_2_with_a_clear_message(tmp_path, capsys, cont
         path.write_text(content)
     assert cli.main(["--config", str(path), "run"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_first_backs_up_only_when_no_backup_run_is_recorded(world, capsys):
+    write_config(world, binlogs={"enabled": False})
+    # Binlog shipping ran first and wrote the status file: that is not a backup run.
+    world.status_file.parent.mkdir(parents=True, exist_ok=True)
+    world.status_file.write_text(json.dumps({"binlogs": {"last_result": "ok"}}))
+    assert main(world, "--json", "run", "--first") == 0
+    first = json.loads(capsys.readouterr().out)
+    assert "skipped" not in first and first["backup"]["id"].endswith("-scheduled")
+    taken = sorted(world.backup_dir.glob("*.json"))
+    assert len(taken) == 1
+
+    assert main(world, "--json", "run", "--first") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["skipped"] == "a backup run is already recorded (run --first takes only the first one)"
+    assert sorted(world.backup_dir.glob("*.json")) == taken
+
+
+def test_a_failed_first_run_still_counts_as_recorded(world, capsys):
+    world.status_file.parent.mkdir(parents=True, exist_ok=True)
+    world.status_file.write_text(json.dumps({"backup": {"last_result": "failed"}}))
+    assert main(world, "--json", "run", "--first") == 0
+    assert "skipped" in json.loads(capsys.readouterr().out)
+    assert not world.backup_dir.exists() or list(world.backup_dir.glob("*.json")) == []
