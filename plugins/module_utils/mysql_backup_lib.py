@@ -1248,15 +1248,6 @@ def count_rows(conn, database, tables):
     return counts
 
 
-def database_tables(conn, database):
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
-            (database,),
-        )
-        return sorted(row[0] for row in cur.fetchall())
-
-
 def recreate_database(conn, database, charset=None, collation=None, log_to_binlog=False):
     with conn.cursor() as cur:
         if not log_to_binlog:
