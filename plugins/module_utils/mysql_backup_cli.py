@@ -351,6 +351,14 @@ def first_backup_recorded(status):
     return "backup" in status
 
 
+def then_offsite(config, reporter, ok, results):
+    """After a job that changed the backup directory: copy it offsite when enabled, and add that outcome."""
+    if config["offsite"].get("enabled"):
+        copied, results["offsite"] = attempt("offsite", job_offsite, config, reporter)
+        ok = ok and copied
+    return ok, results
+
+
 def cmd_run(config, reporter, args):
     if args.first and first_backup_recorded(read_status(config["status_file"])):
         return True, {"skipped": "a backup run is already recorded (run --first takes only the first one)"}
@@ -359,10 +367,7 @@ def cmd_run(config, reporter, args):
     if config["binlogs"].get("enabled"):
         shipped, results["binlogs"] = attempt("binlogs", job_binlogs, config, reporter)
         ok = ok and shipped
-    if config["offsite"].get("enabled"):
-        copied, results["offsite"] = attempt("offsite", job_offsite, config, reporter)
-        ok = ok and copied
-    return ok, results
+    return then_offsite(config, reporter, ok, results)
 
 
 def cmd_ship(config, reporter, _args):
@@ -371,19 +376,13 @@ def cmd_ship(config, reporter, _args):
         return True, {}
     ok, report = attempt("binlogs", job_binlogs, config, reporter)
     results = {"binlogs": report}
-    if config["offsite"].get("enabled"):
-        copied, results["offsite"] = attempt("offsite", job_offsite, config, reporter)
-        ok = ok and copied
-    return ok, results
+    return then_offsite(config, reporter, ok, results)
 
 
 def cmd_drill(config, reporter, args):
     ok, report = attempt("drill", job_drill, config, reporter, backup=args.backup)
     results = {"drill": report}
-    if config["offsite"].get("enabled"):
-        copied, results["offsite"] = attempt("offsite", job_offsite, config, reporter)
-        ok = ok and copied
-    return ok, results
+    return then_offsite(config, reporter, ok, results)
 
 
 def cmd_offsite(config, reporter, _args):
