@@ -372,7 +372,11 @@ import urllib.parse
 from contextlib import contextmanager, suppress
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen import (
+from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
+from ansible.module_utils.montaiguillon.common.files import atomic_write_text, read_text
+from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
+from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, read_holder
+from ansible.module_utils.montaiguillon.deploy.plan import (
     COLOURS,
     LABEL_APP,
     LABEL_RELEASE,
@@ -399,9 +403,6 @@ from ansible.module_utils.bluegreen import (
     utc_now,
     validate_params,
 )
-from ansible.module_utils.deploy_lock import DeployLock, LockHeld, read_holder
-from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
-from ansible.module_utils.release_ledger import ReleaseLedger, atomic_write, read_text
 
 PROBE_TIMEOUT = 2.0
 STOP_TIMEOUT = 10
@@ -728,7 +729,7 @@ class BlueGreenRelease:
         started = self.clock()
         previous = read_text(self.upstream_path)
         text = render_upstream(self.p["proxy_upstream"], self.cname(colour), self.p["port"], comment)
-        atomic_write(self.upstream_path, text)
+        atomic_write_text(self.upstream_path, text)
         code, output = self.engine.exec(proxy, ["nginx", "-t"])
         if code != 0:
             self._restore_upstream(previous)
@@ -773,7 +774,7 @@ class BlueGreenRelease:
             with suppress(FileNotFoundError):
                 os.unlink(self.upstream_path)
         else:
-            atomic_write(self.upstream_path, previous)
+            atomic_write_text(self.upstream_path, previous)
 
     def verify_proxy(self, version):
         timeout = self.p["verify_timeout"]
