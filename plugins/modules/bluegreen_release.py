@@ -372,6 +372,7 @@ import urllib.parse
 from contextlib import contextmanager, suppress
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
 from ansible.module_utils.montaiguillon.common.files import atomic_write_text, read_text
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
@@ -392,7 +393,6 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     find_release,
     image_declared_version,
     images_to_prune,
-    iso,
     make_release_id,
     previous_release,
     read_state,
@@ -400,7 +400,6 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     short_id,
     tail_lines,
     upstream_file_name,
-    utc_now,
     validate_params,
 )
 
@@ -520,7 +519,7 @@ class BlueGreenRelease:
         self.probe = probe or HttpProbe()
         self.clock = clock or time.monotonic
         self.sleep = sleep or time.sleep
-        self.now = now or utc_now
+        self.now = now or utcnow
         self.warn = warn or (lambda message: None)
         self.name = params["name"]
         self.state_dir = params.get("state_dir") or f"/var/lib/montaiguillon/{self.name}"
