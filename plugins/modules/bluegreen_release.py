@@ -366,12 +366,12 @@ import os
 import socket
 import time
 import traceback
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
-from ansible.module_utils.montaiguillon.common.files import atomic_write_text, read_text
+from ansible.module_utils.montaiguillon.common.files import read_text
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
 from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, read_holder
 from ansible.module_utils.montaiguillon.deploy.plan import (
@@ -393,13 +393,13 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     make_release_id,
     previous_release,
     read_state,
-    render_upstream,
     short_id,
     tail_lines,
     upstream_file_name,
     validate_params,
 )
 from ansible.module_utils.montaiguillon.deploy.probe import PROBE_TIMEOUT, HttpProbe, ProbeError
+from ansible.module_utils.montaiguillon.deploy.proxy import Proxy, ProxyError
 
 STOP_TIMEOUT = 10
 DRAIN_SECONDS = 2.0
@@ -407,17 +407,6 @@ LOG_LINES = 20
 
 
 # --- the proxy's nginx workers ------------------------------------------------
-
-
-# Lists the nginx workers that still accept connections (their title is exactly "nginx: worker process";
-# after a reload the old ones become "nginx: worker process is shutting down"). Needs only sh, tr and sed.
-NGINX_WORKERS_SCRIPT = (
-    "for f in /proc/[0-9]*/cmdline; do "
-    "c=$(tr '\\000' ' ' < \"$f\" 2>/dev/null | sed 's/ *$//'); "
-    "if [ \"$c\" = 'nginx: worker process' ]; then p=${f#/proc/}; echo ${p%/cmdline}; fi; "
-    "done"
-)
-RELOAD_TIMEOUT = 5
 
 
 # --- the release manager -------------------------------------------------------
@@ -462,6 +451,15 @@ class BlueGreenRelease:
         self.state_dir = params.get("state_dir") or f"/var/lib/montaiguillon/{self.name}"
         self.upstream_path = os.path.join(params["proxy_conf_dir"], upstream_file_name(self.name))
         self.ledger = ReleaseLedger.in_dir(self.state_dir)
+        self.proxy = Proxy(
+            engine,
+            params["proxy_container"],
+            params["proxy_conf_dir"],
+            self.upstream_path,
+            self.clock,
+            self.sleep,
+            self.warn,
+        )
         self.requested_by = params.get("requested_by") or f"{getpass.getuser()}@{socket.gethostname()}"
         self.steps = []
 
@@ -527,21 +525,10 @@ class BlueGreenRelease:
 
     def check_proxy(self):
         """The proxy must run and its conf.d must be here; fail before touching anything otherwise."""
-        conf_dir = self.p["proxy_conf_dir"]
-        if not os.path.isdir(conf_dir):
-            raise StepFailed(
-                f"proxy_conf_dir {conf_dir} does not exist: the proxy role creates it and bind-mounts it "
-                "on the proxy's /etc/nginx/conf.d"
-            )
-        proxy = self.p["proxy_container"]
-        attrs = self.engine.inspect_container(proxy)
-        if attrs is None or not (attrs.get("State") or {}).get("Running"):
-            status = "does not exist" if attrs is None else f"is {(attrs.get('State') or {}).get('Status')}"
-            raise StepFailed(f"proxy container {proxy} {status}: the proxy must run to switch traffic")
-        real = os.path.realpath(conf_dir)
-        mounts = attrs.get("Mounts") or []
-        if mounts and not any(os.path.realpath(m.get("Source") or "") == real for m in mounts):
-            self.warn(f"proxy container {proxy} has no bind mount of {conf_dir}: the upstream file may not reach it")
+        try:
+            self.proxy.check()
+        except ProxyError as exc:
+            raise StepFailed(str(exc)) from exc
 
     # --- HTTP --------------------------------------------------------------------
 
@@ -661,56 +648,12 @@ class BlueGreenRelease:
 
     def switch_to(self, colour, comment):
         """Point the upstream at a colour: write, nginx -t, reload. Returns the seconds it took."""
-        proxy = self.p["proxy_container"]
-        started = self.clock()
-        previous = read_text(self.upstream_path)
-        text = render_upstream(self.p["proxy_upstream"], self.cname(colour), self.p["port"], comment)
-        atomic_write_text(self.upstream_path, text)
-        code, output = self.engine.exec(proxy, ["nginx", "-t"])
-        if code != 0:
-            self._restore_upstream(previous)
-            hint = ""
-            if "host not found" in output:
-                hint = f" (is {proxy} on network {self.p['networks'][0]} with {self.cname(colour)}?)"
-            raise StepFailed(
-                f"nginx -t in {proxy} refused the upstream {self.cname(colour)}{hint}; the previous upstream file "
-                f"is restored: {tail_lines(output, 5)}"
-            )
-        old_workers = self._accepting_workers(proxy)
-        code, output = self.engine.exec(proxy, ["nginx", "-s", "reload"])
-        if code != 0:
-            self._restore_upstream(previous)
-            self.engine.exec(proxy, ["nginx", "-s", "reload"])
-            raise StepFailed(f"nginx -s reload in {proxy} failed; the previous upstream file is restored: {output}")
-        self._wait_for_reload(proxy, old_workers)
-        return self.clock() - started
-
-    def _accepting_workers(self, proxy):
-        """Pids of the nginx workers that accept new connections (not those shutting down)."""
-        code, output = self.engine.exec(proxy, ["sh", "-c", NGINX_WORKERS_SCRIPT])
-        return set(output.split()) if code == 0 else set()
-
-    def _wait_for_reload(self, proxy, old_workers):
-        """`nginx -s reload` only signals the master: wait until no old worker accepts connections any more.
-
-        Until then a new connection may still reach an old worker, which proxies to the previous colour.
-        """
-        if not old_workers:
-            return
-        deadline = self.clock() + RELOAD_TIMEOUT
-        while self.clock() < deadline:
-            current = self._accepting_workers(proxy)
-            if current and not current & old_workers:
-                return
-            self.sleep(0.05)
-        self.warn(f"nginx in {proxy} still had old workers accepting connections {RELOAD_TIMEOUT} s after the reload")
-
-    def _restore_upstream(self, previous):
-        if previous is None:
-            with suppress(FileNotFoundError):
-                os.unlink(self.upstream_path)
-        else:
-            atomic_write_text(self.upstream_path, previous)
+        target = self.cname(colour)
+        hint = f" (is {self.p['proxy_container']} on network {self.p['networks'][0]} with {target}?)"
+        try:
+            return self.proxy.point_at(self.p["proxy_upstream"], target, self.p["port"], comment, hint)
+        except ProxyError as exc:
+            raise StepFailed(str(exc)) from exc
 
     def verify_proxy(self, version):
         timeout = self.p["verify_timeout"]
