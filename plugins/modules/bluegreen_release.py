@@ -398,7 +398,7 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     upstream_file_name,
     validate_params,
 )
-from ansible.module_utils.montaiguillon.deploy.probe import PROBE_TIMEOUT, HttpProbe, ProbeError
+from ansible.module_utils.montaiguillon.deploy.probe import PROBE_TIMEOUT, HttpProbe, ProbeError, poll_until_ok
 from ansible.module_utils.montaiguillon.deploy.proxy import Proxy, ProxyError
 
 STOP_TIMEOUT = 10
@@ -611,10 +611,8 @@ class BlueGreenRelease:
     def wait_healthy(self, colour, serving_note):
         name = self.cname(colour)
         timeout = self.p["health_timeout"]
-        deadline = self.clock() + timeout
-        last = "no answer yet"
-        attempts = 0
-        while True:
+
+        def running_then_probe():
             attrs = self.engine.inspect_container(name)
             state = (attrs or {}).get("State") or {}
             if attrs is None or not state.get("Running"):
@@ -623,17 +621,18 @@ class BlueGreenRelease:
                     f"{name} {status} before becoming healthy; {serving_note}. "
                     f"Last log lines:\n{tail_lines(self.engine.logs(name, LOG_LINES), LOG_LINES)}"
                 )
-            attempts += 1
-            ok, last = self.probe_health(colour)
-            if ok:
-                return attempts, last
-            if self.clock() >= deadline:
-                raise StepFailed(
-                    f"{name} did not become healthy within {timeout:g} s (GET {self.p['health_path']} "
-                    f"every {self.p['health_interval']:g} s, {attempts} tries; last answer: {last}); "
-                    f"{serving_note}. Last log lines:\n{tail_lines(self.engine.logs(name, LOG_LINES), LOG_LINES)}"
-                )
-            self.sleep(self.p["health_interval"])
+            return self.probe_health(colour)
+
+        ok, attempts, last = poll_until_ok(
+            running_then_probe, timeout, self.p["health_interval"], self.clock, self.sleep
+        )
+        if not ok:
+            raise StepFailed(
+                f"{name} did not become healthy within {timeout:g} s (GET {self.p['health_path']} "
+                f"every {self.p['health_interval']:g} s, {attempts} tries; last answer: {last}); "
+                f"{serving_note}. Last log lines:\n{tail_lines(self.engine.logs(name, LOG_LINES), LOG_LINES)}"
+            )
+        return attempts, last
 
     def discard(self, colour, drain=False):
         """Remove a failed new container unless keep_failed."""
@@ -657,19 +656,15 @@ class BlueGreenRelease:
 
     def verify_proxy(self, version):
         timeout = self.p["verify_timeout"]
-        deadline = self.clock() + timeout
-        attempts = 0
-        while True:
-            attempts += 1
-            ok, last = self.probe_proxy(version)
-            if ok:
-                return attempts, last
-            if self.clock() >= deadline:
-                raise StepFailed(
-                    f"the proxy did not serve version {version} within {timeout:g} s "
-                    f"(GET {self.p['verify_url']}, {attempts} tries; last answer: {last})"
-                )
-            self.sleep(min(0.2, self.p["health_interval"]))
+        ok, attempts, last = poll_until_ok(
+            lambda: self.probe_proxy(version), timeout, min(0.2, self.p["health_interval"]), self.clock, self.sleep
+        )
+        if not ok:
+            raise StepFailed(
+                f"the proxy did not serve version {version} within {timeout:g} s "
+                f"(GET {self.p['verify_url']}, {attempts} tries; last answer: {last})"
+            )
+        return attempts, last
 
     def watch(self, colour, version):
         """Probe the new container and the proxy for verify_window seconds; StepFailed on any failure."""

@@ -5,7 +5,7 @@ import socket
 import threading
 
 import pytest
-from ansible.module_utils.montaiguillon.deploy.probe import HttpProbe, ProbeError
+from ansible.module_utils.montaiguillon.deploy.probe import HttpProbe, ProbeError, poll_until_ok
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -58,3 +58,17 @@ def test_a_refused_connection_is_a_probe_error_naming_the_url():
 def test_only_http_and_https_urls_are_probed(url):
     with pytest.raises(ProbeError, match="only http:// and https:// URLs"):
         HttpProbe().get(url)
+
+
+def test_poll_until_ok_tries_until_ok_sleeping_between():
+    answers = iter([(False, "HTTP 503"), (False, "HTTP 503"), (True, "HTTP 200")])
+    slept = []
+    result = poll_until_ok(lambda: next(answers), 10, 0.5, lambda: 0, slept.append)
+    assert result == (True, 3, "HTTP 200")
+    assert slept == [0.5, 0.5]
+
+
+def test_poll_until_ok_gives_up_at_the_deadline_with_the_last_answer():
+    ticks = iter([0, 1, 2, 3])
+    result = poll_until_ok(lambda: (False, "refused"), 2, 1, lambda: next(ticks), lambda s: None)
+    assert result == (False, 2, "refused")

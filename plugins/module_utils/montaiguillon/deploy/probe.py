@@ -68,3 +68,18 @@ class HttpProbe:
         finally:
             conn.close()
         return answer
+
+
+def poll_until_ok(check, timeout, interval, clock, sleep):
+    """Call ``check()`` (returns ``(ok, last_answer)``) until ok or ``timeout`` s: ``(ok, attempts, last)``.
+
+    At least one try; an exception from ``check`` ends the polling.
+    """
+    deadline = clock() + timeout
+    attempts = 0
+    while True:
+        attempts += 1
+        ok, last = check()
+        if ok or clock() >= deadline:
+            return ok, attempts, last
+        sleep(interval)
