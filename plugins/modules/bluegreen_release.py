@@ -841,10 +841,7 @@ class BlueGreenRelease:
         switched = touched = False
         state = None
         try:
-            with self.step("read state") as step:
-                self.check_proxy()
-                state = self.read_state()
-                step.detail = self.describe_state(state)
+            state = self.read_state_step()
             before = state.live_summary()
             previous_colour = state.live_colour
             serving = self.serving_note(state)
@@ -985,6 +982,14 @@ class BlueGreenRelease:
                 "after": {"live_colour": target, "live_image": ref, "live_release": release_id},
             },
         }
+
+    def read_state_step(self):
+        """The story's first step: the proxy is there, then which colour is live and what runs."""
+        with self.step("read state") as step:
+            self.check_proxy()
+            state = self.read_state()
+            step.detail = self.describe_state(state)
+        return state
 
     def read_state_quietly(self):
         try:
@@ -1159,10 +1164,7 @@ class BlueGreenRelease:
         colour = None
         state = state_before_lock
         try:
-            with self.step("read state") as step:
-                self.check_proxy()
-                state = self.read_state()
-                step.detail = self.describe_state(state)
+            state = self.read_state_step()
             before = state.live_summary()
             colour = choose_target_colour(state)
             idle = state.colours[colour]
