@@ -435,6 +435,22 @@ class Step:
         self.result = "ok"
 
 
+def went_live(entry, before, colour, image, previous_colour, switch_seconds):
+    """The module's result when a deploy or a rollback made ``entry``'s release live on ``colour``."""
+    return {
+        "changed": True,
+        "msg": entry["message"],
+        "release": entry,
+        "live_colour": colour,
+        "previous_colour": previous_colour,
+        "switch_seconds": switch_seconds,
+        "diff": {
+            "before": before,
+            "after": {"live_colour": colour, "live_image": image, "live_release": entry["release"]},
+        },
+    }
+
+
 class BlueGreenRelease:
     """Reads the state, decides, acts (outside check mode) and tells the story in ``steps``."""
 
@@ -969,19 +985,9 @@ class BlueGreenRelease:
                 },
             ) from exc
         self.record(entry)
-        return {
-            "changed": True,
-            "msg": entry["message"],
-            "release": entry,
-            "live_colour": target,
-            "previous_colour": previous_colour,
-            "switch_seconds": ctx["switch_seconds"],
-            "pruned_images": pruned,
-            "diff": {
-                "before": before,
-                "after": {"live_colour": target, "live_image": ref, "live_release": release_id},
-            },
-        }
+        result = went_live(entry, before, target, ref, previous_colour, ctx["switch_seconds"])
+        result["pruned_images"] = pruned
+        return result
 
     def read_state_step(self):
         """The story's first step: the proxy is there, then which colour is live and what runs."""
@@ -1244,18 +1250,7 @@ class BlueGreenRelease:
                 },
             ) from exc
         self.record(entry)
-        return {
-            "changed": True,
-            "msg": entry["message"],
-            "release": entry,
-            "live_colour": colour,
-            "previous_colour": before["live_colour"],
-            "switch_seconds": entry["switch_seconds"],
-            "diff": {
-                "before": before,
-                "after": {"live_colour": colour, "live_image": target.get("image"), "live_release": target["release"]},
-            },
-        }
+        return went_live(entry, before, colour, target.get("image"), before["live_colour"], entry["switch_seconds"])
 
     # --- state: status ------------------------------------------------------------------
 
