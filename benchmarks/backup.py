@@ -46,7 +46,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests/e2e"))
+sys.path.insert(0, str(ROOT / "lab/lib"))
 
 from labtools import INVENTORY  # noqa: E402
 from labtools import container as lab_container  # noqa: E402

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests/e2e"))
+sys.path.insert(0, str(ROOT / "lab/lib"))
 
 from labtools import ansible_playbook, container, on_server, release  # noqa: E402
 from load import Load  # noqa: E402

@@ -361,18 +361,20 @@ releases:
 """
 
 import getpass
-import http.client
 import json
 import os
 import socket
-import ssl
 import time
 import traceback
-import urllib.parse
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen import (
+from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
+from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
+from ansible.module_utils.montaiguillon.common.files import read_text
+from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
+from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, read_holder
+from ansible.module_utils.montaiguillon.deploy.plan import (
     COLOURS,
     LABEL_APP,
     LABEL_RELEASE,
@@ -388,99 +390,23 @@ from ansible.module_utils.bluegreen import (
     find_release,
     image_declared_version,
     images_to_prune,
-    iso,
     make_release_id,
     previous_release,
     read_state,
-    render_upstream,
     short_id,
     tail_lines,
     upstream_file_name,
-    utc_now,
     validate_params,
 )
-from ansible.module_utils.deploy_lock import DeployLock, LockHeld, read_holder
-from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
-from ansible.module_utils.release_ledger import ReleaseLedger, atomic_write, read_text
+from ansible.module_utils.montaiguillon.deploy.probe import PROBE_TIMEOUT, HttpProbe, ProbeError, poll_until_ok
+from ansible.module_utils.montaiguillon.deploy.proxy import Proxy, ProxyError
 
-PROBE_TIMEOUT = 2.0
 STOP_TIMEOUT = 10
 DRAIN_SECONDS = 2.0
 LOG_LINES = 20
 
 
-# --- HTTP probes --------------------------------------------------------------
-
-
-# Lists the nginx workers that still accept connections (their title is exactly "nginx: worker process";
-# after a reload the old ones become "nginx: worker process is shutting down"). Needs only sh, tr and sed.
-NGINX_WORKERS_SCRIPT = (
-    "for f in /proc/[0-9]*/cmdline; do "
-    "c=$(tr '\\000' ' ' < \"$f\" 2>/dev/null | sed 's/ *$//'); "
-    "if [ \"$c\" = 'nginx: worker process' ]; then p=${f#/proc/}; echo ${p%/cmdline}; fi; "
-    "done"
-)
-RELOAD_TIMEOUT = 5
-
-
-class ProbeError(Exception):
-    """An HTTP probe got no answer (connection refused, timeout, TLS...)."""
-
-
-class HttpAnswer:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def describe(self):
-        body = " ".join(self.body.split())[:200]
-        return f"HTTP {self.status}" + (f": {body}" if body else "")
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS with a TLS server name that may differ from the address (IP + site name)."""
-
-    def __init__(self, *args, server_hostname=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._server_hostname = server_hostname
-
-    def connect(self):
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_hostname or self.host)
-
-
-class HttpProbe:
-    """One GET, no redirects followed, short timeout, a fresh connection each time."""
-
-    def get(self, url, timeout=PROBE_TIMEOUT, host=None, verify_tls=True):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ProbeError(f"cannot probe {url!r}: only http:// and https:// URLs")
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if parts.scheme == "https":
-            context = ssl.create_default_context()
-            if not verify_tls:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            conn = _HTTPSConnection(
-                parts.hostname, parts.port, timeout=timeout, context=context, server_hostname=host or parts.hostname
-            )
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        headers = {"Connection": "close", "User-Agent": "bluegreen_release", "Accept": "*/*"}
-        if host:
-            headers["Host"] = host
-        try:
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            body = response.read(65536).decode("utf-8", errors="replace")
-            answer = HttpAnswer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
-        except (OSError, http.client.HTTPException) as exc:
-            raise ProbeError(f"GET {url}: {exc.__class__.__name__}: {exc}") from exc
-        finally:
-            conn.close()
-        return answer
+# --- the proxy's nginx workers ------------------------------------------------
 
 
 # --- the release manager -------------------------------------------------------
@@ -509,6 +435,22 @@ class Step:
         self.result = "ok"
 
 
+def went_live(entry, before, colour, image, previous_colour, switch_seconds):
+    """The module's result when a deploy or a rollback made ``entry``'s release live on ``colour``."""
+    return {
+        "changed": True,
+        "msg": entry["message"],
+        "release": entry,
+        "live_colour": colour,
+        "previous_colour": previous_colour,
+        "switch_seconds": switch_seconds,
+        "diff": {
+            "before": before,
+            "after": {"live_colour": colour, "live_image": image, "live_release": entry["release"]},
+        },
+    }
+
+
 class BlueGreenRelease:
     """Reads the state, decides, acts (outside check mode) and tells the story in ``steps``."""
 
@@ -519,12 +461,21 @@ class BlueGreenRelease:
         self.probe = probe or HttpProbe()
         self.clock = clock or time.monotonic
         self.sleep = sleep or time.sleep
-        self.now = now or utc_now
+        self.now = now or utcnow
         self.warn = warn or (lambda message: None)
         self.name = params["name"]
         self.state_dir = params.get("state_dir") or f"/var/lib/montaiguillon/{self.name}"
         self.upstream_path = os.path.join(params["proxy_conf_dir"], upstream_file_name(self.name))
         self.ledger = ReleaseLedger.in_dir(self.state_dir)
+        self.proxy = Proxy(
+            engine,
+            params["proxy_container"],
+            params["proxy_conf_dir"],
+            self.upstream_path,
+            self.clock,
+            self.sleep,
+            self.warn,
+        )
         self.requested_by = params.get("requested_by") or f"{getpass.getuser()}@{socket.gethostname()}"
         self.steps = []
 
@@ -590,21 +541,10 @@ class BlueGreenRelease:
 
     def check_proxy(self):
         """The proxy must run and its conf.d must be here; fail before touching anything otherwise."""
-        conf_dir = self.p["proxy_conf_dir"]
-        if not os.path.isdir(conf_dir):
-            raise StepFailed(
-                f"proxy_conf_dir {conf_dir} does not exist: the proxy role creates it and bind-mounts it "
-                "on the proxy's /etc/nginx/conf.d"
-            )
-        proxy = self.p["proxy_container"]
-        attrs = self.engine.inspect_container(proxy)
-        if attrs is None or not (attrs.get("State") or {}).get("Running"):
-            status = "does not exist" if attrs is None else f"is {(attrs.get('State') or {}).get('Status')}"
-            raise StepFailed(f"proxy container {proxy} {status}: the proxy must run to switch traffic")
-        real = os.path.realpath(conf_dir)
-        mounts = attrs.get("Mounts") or []
-        if mounts and not any(os.path.realpath(m.get("Source") or "") == real for m in mounts):
-            self.warn(f"proxy container {proxy} has no bind mount of {conf_dir}: the upstream file may not reach it")
+        try:
+            self.proxy.check()
+        except ProxyError as exc:
+            raise StepFailed(str(exc)) from exc
 
     # --- HTTP --------------------------------------------------------------------
 
@@ -687,10 +627,8 @@ class BlueGreenRelease:
     def wait_healthy(self, colour, serving_note):
         name = self.cname(colour)
         timeout = self.p["health_timeout"]
-        deadline = self.clock() + timeout
-        last = "no answer yet"
-        attempts = 0
-        while True:
+
+        def running_then_probe():
             attrs = self.engine.inspect_container(name)
             state = (attrs or {}).get("State") or {}
             if attrs is None or not state.get("Running"):
@@ -699,17 +637,18 @@ class BlueGreenRelease:
                     f"{name} {status} before becoming healthy; {serving_note}. "
                     f"Last log lines:\n{tail_lines(self.engine.logs(name, LOG_LINES), LOG_LINES)}"
                 )
-            attempts += 1
-            ok, last = self.probe_health(colour)
-            if ok:
-                return attempts, last
-            if self.clock() >= deadline:
-                raise StepFailed(
-                    f"{name} did not become healthy within {timeout:g} s (GET {self.p['health_path']} "
-                    f"every {self.p['health_interval']:g} s, {attempts} tries; last answer: {last}); "
-                    f"{serving_note}. Last log lines:\n{tail_lines(self.engine.logs(name, LOG_LINES), LOG_LINES)}"
-                )
-            self.sleep(self.p["health_interval"])
+            return self.probe_health(colour)
+
+        ok, attempts, last = poll_until_ok(
+            running_then_probe, timeout, self.p["health_interval"], self.clock, self.sleep
+        )
+        if not ok:
+            raise StepFailed(
+                f"{name} did not become healthy within {timeout:g} s (GET {self.p['health_path']} "
+                f"every {self.p['health_interval']:g} s, {attempts} tries; last answer: {last}); "
+                f"{serving_note}. Last log lines:\n{tail_lines(self.engine.logs(name, LOG_LINES), LOG_LINES)}"
+            )
+        return attempts, last
 
     def discard(self, colour, drain=False):
         """Remove a failed new container unless keep_failed."""
@@ -724,72 +663,24 @@ class BlueGreenRelease:
 
     def switch_to(self, colour, comment):
         """Point the upstream at a colour: write, nginx -t, reload. Returns the seconds it took."""
-        proxy = self.p["proxy_container"]
-        started = self.clock()
-        previous = read_text(self.upstream_path)
-        text = render_upstream(self.p["proxy_upstream"], self.cname(colour), self.p["port"], comment)
-        atomic_write(self.upstream_path, text)
-        code, output = self.engine.exec(proxy, ["nginx", "-t"])
-        if code != 0:
-            self._restore_upstream(previous)
-            hint = ""
-            if "host not found" in output:
-                hint = f" (is {proxy} on network {self.p['networks'][0]} with {self.cname(colour)}?)"
-            raise StepFailed(
-                f"nginx -t in {proxy} refused the upstream {self.cname(colour)}{hint}; the previous upstream file "
-                f"is restored: {tail_lines(output, 5)}"
-            )
-        old_workers = self._accepting_workers(proxy)
-        code, output = self.engine.exec(proxy, ["nginx", "-s", "reload"])
-        if code != 0:
-            self._restore_upstream(previous)
-            self.engine.exec(proxy, ["nginx", "-s", "reload"])
-            raise StepFailed(f"nginx -s reload in {proxy} failed; the previous upstream file is restored: {output}")
-        self._wait_for_reload(proxy, old_workers)
-        return self.clock() - started
-
-    def _accepting_workers(self, proxy):
-        """Pids of the nginx workers that accept new connections (not those shutting down)."""
-        code, output = self.engine.exec(proxy, ["sh", "-c", NGINX_WORKERS_SCRIPT])
-        return set(output.split()) if code == 0 else set()
-
-    def _wait_for_reload(self, proxy, old_workers):
-        """`nginx -s reload` only signals the master: wait until no old worker accepts connections any more.
-
-        Until then a new connection may still reach an old worker, which proxies to the previous colour.
-        """
-        if not old_workers:
-            return
-        deadline = self.clock() + RELOAD_TIMEOUT
-        while self.clock() < deadline:
-            current = self._accepting_workers(proxy)
-            if current and not current & old_workers:
-                return
-            self.sleep(0.05)
-        self.warn(f"nginx in {proxy} still had old workers accepting connections {RELOAD_TIMEOUT} s after the reload")
-
-    def _restore_upstream(self, previous):
-        if previous is None:
-            with suppress(FileNotFoundError):
-                os.unlink(self.upstream_path)
-        else:
-            atomic_write(self.upstream_path, previous)
+        target = self.cname(colour)
+        hint = f" (is {self.p['proxy_container']} on network {self.p['networks'][0]} with {target}?)"
+        try:
+            return self.proxy.point_at(self.p["proxy_upstream"], target, self.p["port"], comment, hint)
+        except ProxyError as exc:
+            raise StepFailed(str(exc)) from exc
 
     def verify_proxy(self, version):
         timeout = self.p["verify_timeout"]
-        deadline = self.clock() + timeout
-        attempts = 0
-        while True:
-            attempts += 1
-            ok, last = self.probe_proxy(version)
-            if ok:
-                return attempts, last
-            if self.clock() >= deadline:
-                raise StepFailed(
-                    f"the proxy did not serve version {version} within {timeout:g} s "
-                    f"(GET {self.p['verify_url']}, {attempts} tries; last answer: {last})"
-                )
-            self.sleep(min(0.2, self.p["health_interval"]))
+        ok, attempts, last = poll_until_ok(
+            lambda: self.probe_proxy(version), timeout, min(0.2, self.p["health_interval"]), self.clock, self.sleep
+        )
+        if not ok:
+            raise StepFailed(
+                f"the proxy did not serve version {version} within {timeout:g} s "
+                f"(GET {self.p['verify_url']}, {attempts} tries; last answer: {last})"
+            )
+        return attempts, last
 
     def watch(self, colour, version):
         """Probe the new container and the proxy for verify_window seconds; StepFailed on any failure."""
@@ -966,10 +857,7 @@ class BlueGreenRelease:
         switched = touched = False
         state = None
         try:
-            with self.step("read state") as step:
-                self.check_proxy()
-                state = self.read_state()
-                step.detail = self.describe_state(state)
+            state = self.read_state_step()
             before = state.live_summary()
             previous_colour = state.live_colour
             serving = self.serving_note(state)
@@ -1097,19 +985,17 @@ class BlueGreenRelease:
                 },
             ) from exc
         self.record(entry)
-        return {
-            "changed": True,
-            "msg": entry["message"],
-            "release": entry,
-            "live_colour": target,
-            "previous_colour": previous_colour,
-            "switch_seconds": ctx["switch_seconds"],
-            "pruned_images": pruned,
-            "diff": {
-                "before": before,
-                "after": {"live_colour": target, "live_image": ref, "live_release": release_id},
-            },
-        }
+        result = went_live(entry, before, target, ref, previous_colour, ctx["switch_seconds"])
+        result["pruned_images"] = pruned
+        return result
+
+    def read_state_step(self):
+        """The story's first step: the proxy is there, then which colour is live and what runs."""
+        with self.step("read state") as step:
+            self.check_proxy()
+            state = self.read_state()
+            step.detail = self.describe_state(state)
+        return state
 
     def read_state_quietly(self):
         try:
@@ -1284,10 +1170,7 @@ class BlueGreenRelease:
         colour = None
         state = state_before_lock
         try:
-            with self.step("read state") as step:
-                self.check_proxy()
-                state = self.read_state()
-                step.detail = self.describe_state(state)
+            state = self.read_state_step()
             before = state.live_summary()
             colour = choose_target_colour(state)
             idle = state.colours[colour]
@@ -1367,18 +1250,7 @@ class BlueGreenRelease:
                 },
             ) from exc
         self.record(entry)
-        return {
-            "changed": True,
-            "msg": entry["message"],
-            "release": entry,
-            "live_colour": colour,
-            "previous_colour": before["live_colour"],
-            "switch_seconds": entry["switch_seconds"],
-            "diff": {
-                "before": before,
-                "after": {"live_colour": colour, "live_image": target.get("image"), "live_release": target["release"]},
-            },
-        }
+        return went_live(entry, before, colour, target.get("image"), before["live_colour"], entry["switch_seconds"])
 
     # --- state: status ------------------------------------------------------------------
 

@@ -1,6 +1,13 @@
-"""Fixtures for tests that run against the local lab (make lab-up)."""
+"""Fixtures for tests that run against the local lab (make lab-up).
+
+The lab helpers (labtools, load) live in lab/lib, shared with benchmarks/.
+"""
 
 import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab" / "lib"))
 
 import pytest
 from labtools import INVENTORY, ansible_playbook

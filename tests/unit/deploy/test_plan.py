@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
-from ansible.module_utils.bluegreen import (
+from ansible.module_utils.montaiguillon.deploy.plan import (
     LABEL_IMAGE,
     LABEL_RELEASE,
     ReleaseError,

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from ansible.module_utils.deploy_lock import DeployLock, LockHeld, pid_alive, read_holder
+from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, pid_alive, read_holder
 
 BOOT = "boot-1111"
 

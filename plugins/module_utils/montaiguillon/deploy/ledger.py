@@ -6,56 +6,14 @@ leaves at worst a truncated last line. Reading skips such a line (and reports
 it in ``warnings``) instead of failing: the ledger must never block a deploy
 or a rollback.
 
-``atomic_write`` (temp file in the same directory, fsync, ``os.replace``) is
-the one way this collection replaces a small file that another process reads.
+File writes and reads go through ``montaiguillon.common.files``.
 """
 
-import contextlib
 import json
 import os
-import tempfile
 
-from ansible.module_utils.bluegreen import find_release, live_entries, previous_release
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, text, mode=0o644):
-    """Replace ``path`` with ``text`` so readers see the old or the new file, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def read_text(path):
-    """Content of ``path``, or None when it does not exist."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+from ansible.module_utils.montaiguillon.common.files import fsync_dir, read_text
+from ansible.module_utils.montaiguillon.deploy.plan import find_release, live_entries, previous_release
 
 
 class ReleaseLedger:
@@ -92,7 +50,7 @@ class ReleaseLedger:
         finally:
             os.close(fd)
         if is_new:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return entry
 
     def read(self):

@@ -13,9 +13,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from ansible.module_utils.bluegreen import LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_RELEASE, parse_upstream
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
-from ansible.module_utils.release_ledger import ReleaseLedger
+from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
+from ansible.module_utils.montaiguillon.deploy.plan import LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_RELEASE, parse_upstream
 
 VERIFY_URL = "https://127.0.0.1:18443/version"
 

@@ -4,8 +4,11 @@ import json
 import os
 
 import pytest
-from ansible.module_utils import release_ledger
-from ansible.module_utils.release_ledger import ReleaseLedger, atomic_write, read_text
+from ansible.module_utils.montaiguillon.common import files
+from ansible.module_utils.montaiguillon.common.files import atomic_write_text as atomic_write
+from ansible.module_utils.montaiguillon.common.files import read_text
+from ansible.module_utils.montaiguillon.deploy import ledger as release_ledger
+from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
 
 
 def entry(release, outcome="success", image_id=None):
@@ -106,7 +109,7 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(release_ledger.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         atomic_write(str(path), "new\n")
     assert path.read_text() == "old\n"

@@ -13,7 +13,7 @@ file text) so it can be unit tested without an engine:
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 
 COLOURS = ("blue", "green")
 
@@ -252,14 +252,6 @@ def short_id(image_id, length=8):
     if not image_id:
         return "none"
     return image_id.split(":", 1)[-1][:length]
-
-
-def utc_now():
-    return datetime.now(UTC)
-
-
-def iso(moment):
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_release_id(moment, image_id):
