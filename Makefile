@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 
-.PHONY: pipeline-proof help setup engine images release lab lab-up lab-down lab-purge provision site test lint unit molecule e2e bench clean
+.PHONY: pipeline-proof help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff
 	ansible-lint --profile production
 	ruff check .
 	ruff format --check .
+
+sanity: setup ## ansible-test sanity on a temporary collection copy of plugins/ (docs/quality.md)
+	lab/bin/sanity
 
 unit: setup ## Unit tests (modules, helpers, the site)
 	pytest
