@@ -88,3 +88,24 @@ def test_maintenance_flag_serves_the_page_with_503_and_retry_after_without_reloa
     status, _, marker, _ = get(host, "/news?x=1")
     assert status == 502 and marker is None  # back to the (empty) upstream
     assert host.check_output("docker inspect -f '{{.State.StartedAt}}' proxy") == started  # never restarted
+
+
+def test_https_answers_carry_security_headers_and_no_nginx_version(host):
+    script = (
+        "import http.client as h, ssl, json; c = h.HTTPSConnection('127.0.0.1', 443,"
+        " context=ssl._create_unverified_context()); c.request('GET', '/.proxy/health',"
+        " headers={'Host': 'molecule-server'}); r = c.getresponse(); print(json.dumps(dict(r.getheaders())))"
+    )
+    headers = json.loads(host.check_output(f'python3 -c "{script}"'))
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert headers["Server"] == "nginx"  # server_tokens off: no version
+
+
+def test_redirect_ignores_the_clients_host(host):
+    redirect = host.run("python3 -c \"import http.client as h; c=h.HTTPConnection('127.0.0.1', 80);"
+                        " c.request('GET', '/', headers={'Host': 'evil.example'}); r=c.getresponse();"
+                        " print(r.status, r.getheader('Location'))\"")  # fmt: skip
+    assert redirect.stdout.split() == ["301", "https://molecule-server/"]
