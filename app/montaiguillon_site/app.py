@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import ipaddress
 import json
 import logging
 import os
@@ -33,6 +34,28 @@ class Response:
     body: bytes
     content_type: str
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # Why a health check failed: for the container itself (its HEALTHCHECK,
+    # `docker exec`) and the logs, never for a caller from outside.
+    detail: str | None = None
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for a caller inside this container (127.0.0.0/8, ::1)."""
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def public_failure(response: Response) -> Response:
+    """The same failure without its reason (database error text tells an attacker too much); logged instead."""
+    log.warning("health check failed: %s", response.detail)
+    return Response(
+        response.status,
+        (json.dumps({"status": "unhealthy"}) + "\n").encode("utf-8"),
+        response.content_type,
+        response.headers,
+    )
 
 
 def json_response(status: int, payload: Mapping[str, Any]) -> Response:
@@ -80,6 +103,8 @@ class SiteApp:
         method = environ.get("REQUEST_METHOD", "GET")
         try:
             response = self.dispatch(method, environ.get("PATH_INFO") or "/")
+            if response.detail is not None and not is_loopback(environ.get("REMOTE_ADDR")):
+                response = public_failure(response)
         except Exception:
             log.exception("unhandled error on %s %s", method, environ.get("PATH_INFO"))
             response = text_response(500, "Internal Server Error")
@@ -115,7 +140,9 @@ class SiteApp:
 
     def health(self) -> Response:
         def failure(reason: str) -> Response:
-            return json_response(503, {"status": "error", "reason": reason})
+            response = json_response(503, {"status": "error", "reason": reason})
+            response.detail = reason
+            return response
 
         if self.fail_health:
             return failure("forced failure")

@@ -16,8 +16,8 @@ ENV = {
 }
 
 
-def call(app, path, method="GET"):
-    environ = {"PATH_INFO": path, "REQUEST_METHOD": method}
+def call(app, path, method="GET", remote="127.0.0.1"):
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": method, "REMOTE_ADDR": remote}
     setup_testing_defaults(environ)
     captured = {}
 
@@ -61,6 +61,23 @@ def test_health_reports_schema_behind(fake_db, make_app):
     status, _, body = call(make_app(), "/health")
     assert status == 503
     assert json.loads(body) == {"status": "error", "reason": "schema behind: at 1, image needs 3"}
+
+
+@pytest.mark.parametrize("remote", ["172.18.0.5", "203.0.113.9", "2001:db8::1", "", "not-an-address"])
+def test_health_tells_an_outside_caller_only_unhealthy_and_logs_why(fake_db, make_app, remote, caplog):
+    fake_db.reachable = False
+    status, headers, body = call(make_app(), "/health", remote=remote)
+    assert status == 503
+    assert json.loads(body) == {"status": "unhealthy"}
+    assert headers["Cache-Control"] == "no-store"
+    assert "database unreachable" in caplog.text
+
+
+def test_health_gives_the_reason_to_the_container_itself(fake_db, make_app):
+    migrated(fake_db, 1)
+    for remote in ("127.0.0.1", "::1"):
+        status, _, body = call(make_app(), "/health", remote=remote)
+        assert (status, json.loads(body)["reason"]) == (503, "schema behind: at 1, image needs 3")
 
 
 def test_health_before_any_migration_is_schema_behind_at_zero(fake_db, make_app):
