@@ -12,10 +12,11 @@ ROOT = "molecule-root-secret"
 SOCKET = "/run/montaiguillon/mysql/mysqld.sock"
 
 
-def sql(host, query, user="root", password=ROOT, database="montaiguillon"):
-    """Run SQL inside the container as a given user (over TCP, as a client would)."""
+def sql(host, query, user="root", password=ROOT, database="montaiguillon", tcp=None):
+    """Run SQL inside the container as a given user: over TCP as a client would, root through its socket."""
+    via = "-h 127.0.0.1 --protocol=tcp" if (user != "root" if tcp is None else tcp) else "--protocol=socket"
     return host.run(
-        "docker exec -e MYSQL_PWD=%s mysql mariadb -h 127.0.0.1 --protocol=tcp -u %s -N -B %s -e %s",
+        f"docker exec -e MYSQL_PWD=%s mysql mariadb {via} -u %s -N -B %s -e %s",
         password,
         user,
         database,
@@ -174,3 +175,9 @@ def test_backup_user_cannot_write_drop_or_administer(host, schema_objects, state
 def test_backup_user_connects_locally_only(host):
     grants = sql(host, "SELECT Host FROM mysql.user WHERE User = 'montaiguillon_backup'")
     assert grants.stdout.split() == ["localhost"]
+
+
+def test_root_logs_in_only_from_inside_the_container(host):
+    assert sql(host, "SELECT Host FROM mysql.user WHERE User = 'root'").stdout.split() == ["localhost"]
+    over_tcp = sql(host, "SELECT 1", tcp=True)
+    assert over_tcp.rc != 0 and "denied" in over_tcp.stderr, over_tcp.stderr
