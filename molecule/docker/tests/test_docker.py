@@ -28,6 +28,8 @@ def test_daemon_settings(host):
     assert settings["live-restore"] is True
     assert settings["log-driver"] == "json-file"
     assert settings["log-opts"] == {"max-size": "10m", "max-file": "5"}
+    assert settings["no-new-privileges"] is True
+    assert settings["icc"] is False
     effective = json.loads(host.run("docker info --format '{{json .}}'").stdout)
     assert effective["LiveRestoreEnabled"] is True
     assert effective["LoggingDriver"] == "json-file"
@@ -118,3 +120,10 @@ def test_firewall_rules_survive_a_docker_restart(host):
     assert "--ctorigdstport 80 -j RETURN" in rules
     assert "-j DROP" in rules
     assert host.run("iptables -C FORWARD -j DOCKER-USER").rc == 0
+
+
+def test_containers_gain_no_privileges_and_the_default_bridge_is_isolated(host, published_container):
+    status = host.run("docker exec fw-probe grep NoNewPrivs /proc/1/status")
+    assert status.stdout.split() == ["NoNewPrivs:", "1"], status.stdout + status.stderr
+    bridge = json.loads(host.check_output("docker network inspect bridge"))[0]
+    assert bridge["Options"]["com.docker.network.bridge.enable_icc"] == "false"
