@@ -51,6 +51,15 @@ def test_root_password_is_not_in_the_container_environment(host):
     assert host.file("/etc/montaiguillon/mysql/secrets").mode == 0o700
 
 
+def test_database_runs_with_least_privilege(host):
+    config = inspect(host)["HostConfig"]
+    assert config["CapDrop"] == ["ALL"]
+    assert sorted(config["CapAdd"]) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID"]
+    assert "no-new-privileges:true" in config["SecurityOpt"]
+    assert config["Memory"] == 1024**3
+    assert config["PidsLimit"] == 512
+
+
 def test_settings_from_the_template(host):
     out = sql(host, "SELECT @@innodb_buffer_pool_size, @@log_bin, @@binlog_format, @@character_set_server")
     assert out.rc == 0, out.stderr

@@ -10,6 +10,19 @@ def test_proxy_runs_and_publishes_http_and_https(host):
     assert {"80/tcp", "443/tcp"} <= set(bindings)
 
 
+def test_proxy_runs_with_least_privilege(host):
+    config = json.loads(host.check_output("docker inspect proxy"))[0]["HostConfig"]
+    assert config["ReadonlyRootfs"] is True
+    assert config["CapDrop"] == ["ALL"]
+    assert sorted(config["CapAdd"]) == ["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"]
+    assert "no-new-privileges:true" in config["SecurityOpt"]
+    assert config["Memory"] == 256 * 1024**2
+    assert config["PidsLimit"] == 256
+    # Read-only and still serving: nginx writes only to its tmpfs.
+    assert host.run("docker exec proxy touch /etc/nginx/x").rc != 0
+    assert host.run("docker exec proxy nginx -t").rc == 0
+
+
 def test_certificate_comes_from_acme(host):
     out = host.check_output(
         "echo | openssl s_client -connect 127.0.0.1:443 -servername molecule-server 2>/dev/null"
