@@ -87,3 +87,36 @@ def test_time_and_logs(host):
     assert host.file("/etc/localtime").linked_to == "/usr/share/zoneinfo/Etc/UTC"
     assert host.service("systemd-timesyncd").is_enabled
     assert "SystemMaxUse=500M" in host.file("/etc/systemd/journald.conf.d/montaiguillon.conf").content_string
+
+
+def test_fail2ban_watches_ssh_from_the_journal(host):
+    assert host.service("fail2ban").is_running
+    assert host.service("fail2ban").is_enabled
+    status = host.run("fail2ban-client status sshd")
+    assert status.rc == 0, status.stderr
+    assert "Journal matches:" in status.stdout  # backend = systemd: Debian 12 has no auth.log
+
+
+def test_login_defaults_banner_and_core_dumps(host):
+    defs = host.file("/etc/login.defs").content_string
+    assert "\nUMASK\t027\n" in defs
+    assert "\nSHA_CRYPT_MIN_ROUNDS\t65536\n" in defs
+    assert "Authorised access only" in host.file("/etc/issue.net").content_string
+    assert host.file("/etc/security/limits.d/montaiguillon-core.conf").content_string == "* hard core 0\n"
+
+
+def test_unused_kernel_modules_and_compilers_are_locked_away(host):
+    disabled = host.file("/etc/modprobe.d/montaiguillon-disabled.conf").content_string
+    for module in ("usb-storage", "dccp", "sctp", "rds", "tipc"):
+        assert f"install {module} /bin/true" in disabled
+    assembler = host.file("/usr/bin/as")
+    if assembler.exists:
+        assert host.file(assembler.linked_to or "/usr/bin/as").mode == 0o750
+    assert host.run("su -s /bin/sh nobody -c 'as --version'").rc != 0
+
+
+def test_kernel_settings_are_written_for_boot(host):
+    settings = host.file("/etc/sysctl.d/60-montaiguillon-hardening.conf").content_string
+    assert "kernel.kptr_restrict=2" in settings
+    assert "net.ipv4.conf.all.send_redirects=0" in settings
+    assert host.file("/etc/crontab").mode == 0o600
