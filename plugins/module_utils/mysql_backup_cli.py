@@ -258,7 +258,7 @@ def job_offsite(config, reporter):
         ssh_key=offsite["ssh_key"],
         known_hosts=offsite["known_hosts"],
         port=offsite.get("port", 22),
-        delete=bool(offsite.get("delete", True)),
+        delete=bool(offsite.get("delete", False)),
         timeout=int(offsite.get("timeout", 600)),
         warn=reporter.warn,
     )

@@ -2081,7 +2081,7 @@ def prune_shipped_binlogs(backup_dir):
 RSYNC_VANISHED = 24
 
 
-def rsync_command(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=True, timeout=600):
+def rsync_command(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=False, timeout=600):
     """The rsync command line that mirrors ``backup_dir`` to ``target`` (``user@host:path``) over SSH."""
     ssh = [
         "ssh",
@@ -2103,7 +2103,6 @@ def rsync_command(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=T
     cmd = [
         "rsync",
         "--archive",
-        "--delay-updates",
         f"--timeout={int(timeout)}",
         "--exclude=/.lock",
         "--exclude=*.partial",
@@ -2112,11 +2111,16 @@ def rsync_command(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=T
         " ".join(shlex.quote(part) for part in ssh),
     ]
     if delete:
-        cmd.append("--delete-after")
+        # A mirror: deletions after the transfer, new files put in place together.
+        cmd += ["--delete-after", "--delay-updates"]
+    else:
+        # An append-only store (rrsync -no-del -no-overwrite refuses both
+        # options above): add what is missing, never replace what is there.
+        cmd.append("--ignore-existing")
     return [*cmd, backup_dir.rstrip("/") + "/", target.rstrip("/") + "/"]
 
 
-def offsite_sync(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=True, timeout=600, warn=lambda _m: None):
+def offsite_sync(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=False, timeout=600, warn=lambda _m: None):
     """Mirror ``backup_dir`` (dumps, manifests, drill records, shipped binlogs) to the storage host."""
     for path, what in ((ssh_key, "offsite SSH key"), (known_hosts, "offsite known_hosts file")):
         if not os.path.isfile(path):

@@ -209,17 +209,23 @@ def test_point_in_time_from_encrypted_shipped_binlogs_needs_the_identity(tmp_pat
 # ---- offsite --------------------------------------------------------------------------
 
 
-def test_rsync_mirrors_the_directory_over_pinned_ssh_without_locks_or_partials():
+def test_rsync_adds_to_the_store_over_pinned_ssh_without_locks_or_partials():
     cmd = lib.rsync_command(
-        "/var/backups/m/", target="offsite@store:site.com", ssh_key="/etc/k", known_hosts="/etc/kh", port=2222
+        "/var/backups/m/", target="offsite@store:.", ssh_key="/etc/k", known_hosts="/etc/kh", port=2222
     )
-    assert cmd[0] == "rsync" and cmd[-2:] == ["/var/backups/m/", "offsite@store:site.com/"]
-    assert {"--archive", "--delay-updates", "--delete-after", "--exclude=/.lock", "--exclude=*.partial"} <= set(cmd)
+    assert cmd[0] == "rsync" and cmd[-2:] == ["/var/backups/m/", "offsite@store:./"]
+    # Append-only by default: nothing an rrsync -no-del -no-overwrite store refuses.
+    assert {"--archive", "--ignore-existing", "--exclude=/.lock", "--exclude=*.partial"} <= set(cmd)
+    assert not {"--delete-after", "--delay-updates"} & set(cmd)
     ssh = cmd[cmd.index("--rsh") + 1]
     assert ssh.startswith("ssh -i /etc/k -p 2222 ")
     assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/etc/kh" in ssh and "BatchMode=yes" in ssh
-    keep = lib.rsync_command("/b", target="u@h:p", ssh_key="/k", known_hosts="/kh", delete=False)
-    assert "--delete-after" not in keep
+
+
+def test_rsync_mirrors_deletions_only_when_asked():
+    mirror = lib.rsync_command("/b", target="u@h:p", ssh_key="/k", known_hosts="/kh", delete=True)
+    assert {"--delete-after", "--delay-updates"} <= set(mirror)
+    assert "--ignore-existing" not in mirror
 
 
 def test_offsite_without_its_key_is_a_clear_error(tmp_path):
