@@ -98,3 +98,13 @@ def test_no_plain_secret_in_production_vars():
             key, _, value = line.partition(":")
             if "password" in key and value.strip():
                 assert value.strip().startswith('"{{'), f"{path}: {line}"
+
+
+def test_each_production_environment_authorises_only_its_own_deploy_key(tmp_path):
+    """test's deploy key (held by the `test` GitHub environment) does not open site.com."""
+    hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
+    for host, env in (("dev.site", "test"), ("site.com", "prod")):
+        (deploy,) = [u for u in hostvars[host]["base_users"] if u["name"] == "deploy"]
+        assert deploy["ssh_key_files"] == ["keys/deploy-{{ site_environment }}.pub"]
+        assert hostvars[host]["site_environment"] == env
+        assert "ssh_keys" not in deploy

@@ -30,6 +30,14 @@ def test_sshd_effective_settings(host, option, value):
     assert f"{option} {value}" in effective
 
 
+def test_sshd_admits_only_the_listed_users_group(host):
+    assert "allowgroups montaiguillon-ssh" in host.run("sshd -T").stdout.splitlines()
+    members = host.group("montaiguillon-ssh")
+    assert members.exists
+    for name in ("deploy", "alice"):
+        assert "montaiguillon-ssh" in host.user(name).groups
+
+
 def test_sshd_is_running(host):
     assert host.service("ssh").is_running
 
