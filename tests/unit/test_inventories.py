@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_VAULT_PASSWORD = "montaiguillon-example-vault-password\n"
+# One vault ID and password per environment: test's password cannot open prod's vault.
+EXAMPLE_VAULT_PASSWORDS = {env: f"montaiguillon-example-{env}-vault-password\n" for env in ("test", "prod")}
 # The one installed beside this Python (the venv's), else the one on PATH.
 ANSIBLE_INVENTORY = (
     str(Path(sys.executable).with_name("ansible-inventory"))
@@ -19,17 +20,29 @@ ANSIBLE_INVENTORY = (
 )
 
 
+def vault_ids(tmp_path, envs=("test", "prod")):
+    """``--vault-id env@file`` arguments for the example passwords of ``envs``."""
+    args = []
+    for env in envs:
+        password = tmp_path / f"vault-pass-{env}"
+        password.write_text(EXAMPLE_VAULT_PASSWORDS[env])
+        password.chmod(0o600)
+        args += ["--vault-id", f"{env}@{password}"]
+    return args
+
+
+def ansible_env():
+    return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+
+
 def inventory(name, tmp_path):
-    password = tmp_path / "vault-pass"
-    password.write_text(EXAMPLE_VAULT_PASSWORD)
-    password.chmod(0o600)
     proc = subprocess.run(
-        [ANSIBLE_INVENTORY, "-i", f"inventories/{name}/hosts.yml", "--list", "--vault-password-file", str(password)],
+        [ANSIBLE_INVENTORY, "-i", f"inventories/{name}/hosts.yml", "--list", *vault_ids(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+        env=ansible_env(),
     )
     return json.loads(proc.stdout)
 
@@ -54,7 +67,7 @@ def test_production_environments_are_named_after_their_group(tmp_path):
 @pytest.mark.parametrize("env", ["test", "prod"])
 def test_production_secrets_are_vaulted_and_complete(env, tmp_path):
     vault = ROOT / "inventories/production/group_vars" / env / "vault.yml"
-    assert vault.read_text().startswith("$ANSIBLE_VAULT;")
+    assert vault.read_text().startswith(f"$ANSIBLE_VAULT;1.2;AES256;{env}\n")
     hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
     host = {"test": "dev.site", "prod": "site.com"}[env]
     names = (
@@ -63,8 +76,29 @@ def test_production_secrets_are_vaulted_and_complete(env, tmp_path):
         "vault_mysql_migrate_password",
         "vault_mysql_backup_password",
     )
-    for name in (*names, "vault_registry_username", "vault_registry_token"):
+    backup = ("vault_backup_age_recipient", "vault_backup_age_identity", "vault_backup_offsite_ssh_key")
+    for name in (*names, "vault_registry_username", "vault_registry_token", *backup):
         assert hostvars[host][name].endswith("CHANGE-ME"), name
+
+
+@pytest.mark.parametrize(("env", "other"), [("test", "prod"), ("prod", "test")])
+def test_one_environments_vault_password_does_not_open_the_others(env, other, tmp_path):
+    view = [str(Path(ANSIBLE_INVENTORY).with_name("ansible-vault")), "view", *vault_ids(tmp_path, [env])]
+    mine = subprocess.run([*view, f"inventories/production/group_vars/{env}/vault.yml"], cwd=ROOT,
+                          capture_output=True, text=True, env=ansible_env(), check=False)  # fmt: skip
+    theirs = subprocess.run([*view, f"inventories/production/group_vars/{other}/vault.yml"], cwd=ROOT,
+                            capture_output=True, text=True, env=ansible_env(), check=False)  # fmt: skip
+    assert mine.returncode == 0 and "vault_mysql_root_password" in mine.stdout
+    assert theirs.returncode != 0 and "Decryption failed" in theirs.stderr
+
+
+def test_production_backups_are_encrypted_and_copied_off_the_server(tmp_path):
+    hostvars = inventory("production", tmp_path)["_meta"]["hostvars"]
+    for host in ("dev.site", "site.com"):
+        assert hostvars[host]["backup_encrypt"] is True
+        assert hostvars[host]["backup_offsite_enabled"] is True
+        assert hostvars[host]["backup_age_identity"] == "{{ vault_backup_age_identity }}"
+        assert hostvars[host]["backup_offsite_ssh_private_key"] == "{{ vault_backup_offsite_ssh_key }}"
 
 
 def test_production_servers_pull_from_ghcr_with_the_vaulted_token(tmp_path):
