@@ -220,6 +220,41 @@ options:
   docker_host:
     description: Docker daemon URL. Defaults to E(DOCKER_HOST) or C(unix:///var/run/docker.sock).
     type: str
+  confinement:
+    description:
+      - What the release's containers (both slots and the one-off migration) may do. The defaults suit an image
+        that runs as a non-root user on a port above 1023 and needs no Linux capability.
+      - Applied when a container is created, so a change reaches the next release (or a redeploy).
+    type: dict
+    default: {}
+    suboptions:
+      capabilities:
+        description:
+          - Linux capabilities kept (for example V(NET_BIND_SERVICE)); every other one is dropped.
+        type: list
+        elements: str
+        default: []
+      no_new_privileges:
+        description: Forbid privilege gain through setuid or file capabilities (C(no-new-privileges)).
+        type: bool
+        default: true
+      read_only:
+        description: Mount the image's root filesystem read-only, with a private tmpfs on each O(confinement.tmpfs).
+        type: bool
+        default: false
+      tmpfs:
+        description: Writable scratch directories when O(confinement.read_only=true).
+        type: list
+        elements: str
+        default: [/tmp]
+      memory:
+        description: Memory limit (Docker notation, for example V(512m), V(1g)); no swap beyond it. At least V(32m).
+        type: str
+        default: 512m
+      pids_limit:
+        description: Maximum number of processes and threads in each container (at least 16).
+        type: int
+        default: 256
 notes:
   - One deploy at a time per O(state_dir). A second one fails with who holds the lock, since when and for what.
     A lock whose process is dead (same boot) or which predates a reboot is taken over with a warning.
@@ -372,6 +407,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
 from ansible.module_utils.montaiguillon.common.files import read_text
+from ansible.module_utils.montaiguillon.deploy.confinement import Confinement, confinement_spec
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
 from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, read_holder
 from ansible.module_utils.montaiguillon.deploy.plan import (
@@ -477,6 +513,7 @@ class BlueGreenRelease:
             self.warn,
         )
         self.requested_by = params.get("requested_by") or f"{getpass.getuser()}@{socket.gethostname()}"
+        self.confinement = Confinement.from_params(params)
         self.steps = []
 
     # --- plumbing -------------------------------------------------------------
@@ -609,13 +646,17 @@ class BlueGreenRelease:
         self.engine.remove_container(name, stop_timeout=STOP_TIMEOUT)
         labels = container_labels(self.name, colour, release_id, image_ref, image_id, revision, declared_version)
         env = self.environment()
-        self.engine.start_container(name, image_id, env, self.p["networks"], labels)
+        self.engine.start_container(
+            name, image_id, env, self.p["networks"], labels, options=self.confinement.docker_kwargs()
+        )
 
     def start_and_wait(self, colour, image_id, image_ref, release_id, revision, image, serving_note):
         """The steps "start <colour>" and "health": a failed start is discarded, the live colour untouched."""
         with self.step(f"start {colour}") as step:
             self.start_colour(colour, image_id, image_ref, release_id, revision, image_declared_version(image))
-            step.detail = f"{self.cname(colour)} started from {image_ref} ({short_id(image_id)})"
+            step.detail = (
+                f"{self.cname(colour)} started from {image_ref} ({short_id(image_id)}); {self.confinement.describe()}"
+            )
         with self.step("health") as step:
             try:
                 attempts, last = self.wait_healthy(colour, serving_note)
@@ -1015,6 +1056,7 @@ class BlueGreenRelease:
                 self.p["networks"],
                 labels={LABEL_APP: self.name, LABEL_RELEASE: release_id, "montaiguillon.oneoff": "migrate"},
                 timeout=self.p["migrate_timeout"],
+                options=self.confinement.docker_kwargs(),
             )
             if code != 0:
                 raise StepFailed(
@@ -1343,6 +1385,7 @@ def argument_spec():
         "lock_wait": {"type": "float", "default": 0},
         "history": {"type": "int", "default": 10},
         "docker_host": {"type": "str"},
+        "confinement": confinement_spec(),
     }
 
 
@@ -1352,7 +1395,7 @@ def main():
         required_if=[("state", "present", ["image"])],
         supports_check_mode=True,
     )
-    errors = validate_params(module.params)
+    errors = validate_params(module.params) + Confinement.from_params(module.params).errors()
     if errors:
         module.fail_json(msg="; ".join(errors))
     try:

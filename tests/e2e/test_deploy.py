@@ -70,6 +70,17 @@ def test_first_release(playbook, refs):
     assert served_version() == version
 
 
+def test_release_containers_are_confined(playbook):
+    """What `docker inspect` says of the live slot: no capabilities, read-only root, limits (issue 20.5)."""
+    colour = live_colour("dev.site")
+    inspect = on_server(lab_container("dev.site"), "docker", "inspect", f"app-{colour}").stdout
+    host_config = json.loads(inspect)[0]["HostConfig"]
+    assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+    assert host_config["ReadonlyRootfs"] is True and "/tmp" in host_config["Tmpfs"]
+    assert "no-new-privileges:true" in host_config["SecurityOpt"]
+    assert host_config["Memory"] == 512 * 1024**2 and host_config["PidsLimit"] == 256
+
+
 def test_deploy_under_load_loses_nothing(playbook, refs):
     (v1, _), (v2, ref) = refs["v1"], refs["v2"]
     with load() as traffic:

@@ -47,6 +47,7 @@ class FakeEngine:
         self.nginx_test = (0, "nginx: configuration file /etc/nginx/nginx.conf test is successful")
         self.oneoff = (0, "migrations applied")
         self.oneoff_calls = []
+        self.create_options = {}
         self.removed_images = []
         self._ips = {}
         self._next_ip = 10
@@ -122,8 +123,11 @@ class FakeEngine:
         self._ips.pop(name, None)
         return self.containers.pop(name, None) is not None
 
-    def start_container(self, name, image, environment, networks, labels, restart_policy="unless-stopped"):
+    def start_container(
+        self, name, image, environment, networks, labels, restart_policy="unless-stopped", options=None
+    ):
         self.events.append(("start", name, image))
+        self.create_options[name] = options
         image_attrs = self.images[image]
         behaviour = dict(image_attrs["behaviour"])
         exits = behaviour.get("exits")
@@ -138,9 +142,16 @@ class FakeEngine:
         }
         return copy.deepcopy(self.containers[name])
 
-    def run_oneoff(self, name, image, command, environment, networks, labels=None, timeout=600):
+    def run_oneoff(self, name, image, command, environment, networks, labels=None, timeout=600, options=None):
         self.oneoff_calls.append(
-            {"name": name, "image": image, "command": command, "env": environment, "networks": networks}
+            {
+                "name": name,
+                "image": image,
+                "command": command,
+                "env": environment,
+                "networks": networks,
+                "options": options,
+            }
         )
         return self.oneoff
 
@@ -375,6 +386,26 @@ def test_migrations_run_in_a_oneoff_of_the_new_image_with_the_new_env(h):
     assert call["command"] == ["python3", "-m", "site", "migrate"]
     assert call["env"]["DATABASE_PASSWORD"] == "s3cret"
     assert call["networks"] == ["montaiguillon_frontend", "montaiguillon_backend"]
+
+
+def test_slots_and_migration_are_confined_alike(h):
+    confinement = {"capabilities": ["net_bind_service"], "read_only": True, "memory": "256m", "pids_limit": 64}
+    result = h.deploy("site:1", migrate_command=["migrate"], confinement=confinement)
+    slot = h.engine.create_options["app-blue"]
+    assert slot == h.engine.oneoff_calls[-1]["options"]
+    assert slot["cap_drop"] == ["ALL"] and slot["cap_add"] == ["NET_BIND_SERVICE"]
+    assert slot["security_opt"] == ["no-new-privileges:true"]
+    assert slot["read_only"] is True and list(slot["tmpfs"]) == ["/tmp"]
+    assert (slot["mem_limit"], slot["memswap_limit"], slot["pids_limit"]) == ("256m", "256m", 64)
+    started = next(step for step in result["steps"] if step["step"] == "start blue")
+    assert "capabilities NET_BIND_SERVICE; memory 256m; pids 64; read-only root" in started["detail"]
+
+
+def test_default_confinement_drops_every_capability(h):
+    h.deploy("site:1")
+    slot = h.engine.create_options["app-blue"]
+    assert slot["cap_drop"] == ["ALL"] and "cap_add" not in slot
+    assert "read_only" not in slot and slot["mem_limit"] == "512m" and slot["pids_limit"] == 256
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -712,6 +743,9 @@ def test_main_requires_image_for_present(bg, capsys):
         ({"image": "site:1", "keep_releases": 0}, "keep_releases must be at least 1"),
         ({"image": "site:1", "health_timeout": 0}, "health_timeout must be greater than 0"),
         ({"image": "site:1", "state": "gone"}, "value of state must be one of"),
+        ({"image": "site:1", "confinement": {"memory": "lots"}}, "confinement.memory: 'lots' is not a size"),
+        ({"image": "site:1", "confinement": {"capabilities": ["ALL"]}}, "ALL would undo the confinement"),
+        ({"image": "site:1", "confinement": {"pids_limit": 2}}, "confinement.pids_limit: 2 is below 16"),
     ],
 )
 def test_main_validates_parameters(bg, capsys, args, message):

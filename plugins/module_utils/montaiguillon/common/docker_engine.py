@@ -219,15 +219,21 @@ class DockerEngine:
             raise DockerError(f"cannot remove container {name}: {_explain(exc)}") from exc
         return True
 
-    def _create(self, name, image, command, environment, networks, labels, restart_policy=None):
-        """Create a container attached to every network in ``networks`` (not started)."""
-        kwargs = {
-            "name": name,
-            "environment": environment or {},
-            "labels": labels or {},
-            "network": networks[0],
-            "detach": True,
-        }
+    def _create(self, name, image, command, environment, networks, labels, restart_policy=None, options=None):
+        """Create a container attached to every network in ``networks`` (not started).
+
+        ``options``: further ``containers.create`` keywords (capabilities, limits).
+        """
+        kwargs = dict(options or {})
+        kwargs.update(
+            {
+                "name": name,
+                "environment": environment or {},
+                "labels": labels or {},
+                "network": networks[0],
+                "detach": True,
+            }
+        )
         if command:
             kwargs["command"] = command
         if restart_policy:
@@ -248,9 +254,11 @@ class DockerEngine:
         with contextlib.suppress(DockerException):
             container.remove(force=True)
 
-    def start_container(self, name, image, environment, networks, labels, restart_policy="unless-stopped"):
+    def start_container(
+        self, name, image, environment, networks, labels, restart_policy="unless-stopped", options=None
+    ):
         """Create and start a long-running container; returns its inspect dict."""
-        container = self._create(name, image, None, environment, networks, labels, restart_policy)
+        container = self._create(name, image, None, environment, networks, labels, restart_policy, options)
         try:
             container.start()
             container.reload()
@@ -259,12 +267,12 @@ class DockerEngine:
             raise DockerError(f"cannot start container {name}: {_explain(exc)}") from exc
         return container.attrs
 
-    def run_oneoff(self, name, image, command, environment, networks, labels=None, timeout=600):
+    def run_oneoff(self, name, image, command, environment, networks, labels=None, timeout=600, options=None):
         """Run ``command`` in a throw-away container; (exit code, output). Always removed."""
         stale = container_by_name(self.client, name)
         if stale is not None:
             self._force_remove(stale)
-        container = self._create(name, image, command, environment, networks, labels)
+        container = self._create(name, image, command, environment, networks, labels, options=options)
         try:
             try:
                 container.start()
