@@ -62,8 +62,14 @@ attributes:
   idempotent:
     support: full
     description:
-      - Deploying the image the live colour already runs (same local image id, running, routed by the proxy),
-        or rolling back to the release already live, changes nothing and writes no ledger entry.
+      - Deploying the image the live colour already runs (same local image id, running, routed by the proxy)
+        with the same configuration, or rolling back to the release already live, changes nothing and writes
+        no ledger entry.
+      - A release is the image and its configuration. A changed O(env) or O(secret_env) value, O(port),
+        O(networks) or O(confinement) with the same image is a new blue/green release (the new colour starts
+        with the new configuration, then takes the traffic), so a rotated password reaches the site without
+        downtime. The container label C(montaiguillon.config) and the ledger entry's C(config) hold a digest
+        of that configuration (secret values hashed, never recorded).
 options:
   state:
     description:
@@ -408,6 +414,7 @@ from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
 from ansible.module_utils.montaiguillon.common.files import read_text
 from ansible.module_utils.montaiguillon.deploy.confinement import Confinement, confinement_spec
+from ansible.module_utils.montaiguillon.deploy.fingerprint import config_digest
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
 from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, read_holder
 from ansible.module_utils.montaiguillon.deploy.plan import (
@@ -543,6 +550,15 @@ class BlueGreenRelease:
         merged = {**(self.p.get("env") or {}), **(self.p.get("secret_env") or {})}
         return {key: _env_value(value) for key, value in merged.items()}
 
+    def config_for(self, image_id):
+        """Digest of the configuration a container of ``image_id`` gets from this run's parameters."""
+        env = self.environment()
+        secret_keys = set(self.p.get("secret_env") or {})
+        secrets = {key: env[key] for key in secret_keys}
+        return config_digest(
+            image_id, env, secrets, self.p["port"], self.p["networks"], self.confinement.docker_kwargs()
+        )
+
     def cname(self, colour):
         return container_name(self.name, colour)
 
@@ -644,7 +660,9 @@ class BlueGreenRelease:
     def start_colour(self, colour, image_id, image_ref, release_id, revision, declared_version):
         name = self.cname(colour)
         self.engine.remove_container(name, stop_timeout=STOP_TIMEOUT)
-        labels = container_labels(self.name, colour, release_id, image_ref, image_id, revision, declared_version)
+        labels = container_labels(
+            self.name, colour, release_id, image_ref, image_id, revision, declared_version, self.config_for(image_id)
+        )
         env = self.environment()
         self.engine.start_container(
             name, image_id, env, self.p["networks"], labels, options=self.confinement.docker_kwargs()
@@ -748,6 +766,7 @@ class BlueGreenRelease:
             "release": None,
             "image": None,
             "image_id": None,
+            "config": None,
             "version": None,
             "revision": self.p.get("revision"),
             "pipeline_run": self.p.get("pipeline_run"),
@@ -835,7 +854,7 @@ class BlueGreenRelease:
             decision_changed = True
             reason = f"{self.p['image']} is not on the server; a real run would pull it and deploy it"
         else:
-            decision = decide_present(state, image["Id"])
+            decision = decide_present(state, image["Id"], self.config_for(image["Id"]))
             decision_changed, reason = decision.changed, decision.reason
             if self.p["pull"]:
                 notes.append("check mode does not pull: the result compares with the local copy of the image")
@@ -906,7 +925,7 @@ class BlueGreenRelease:
             image_id = image["Id"]
             ctx["image_id"] = image_id
             with self.step("plan") as step:
-                decision = decide_present(state, image_id)
+                decision = decide_present(state, image_id, self.config_for(image_id))
                 release_id = make_release_id(started_at, image_id)
                 target = choose_target_colour(state)
                 step.detail = decision.reason
@@ -983,6 +1002,7 @@ class BlueGreenRelease:
                 release=release_id,
                 image=ref,
                 image_id=image_id,
+                config=self.config_for(image_id),
                 version=version,
                 revision=self.p.get("revision") or revision,
                 started_at=iso(started_at),

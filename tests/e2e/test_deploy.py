@@ -201,3 +201,24 @@ def test_promotion_gives_prod_the_same_digest(playbook, refs):
 def live_colour(host):
     upstream = on_server(lab_container(host), "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
     return "blue" if "app-blue" in upstream else "green"
+
+
+def test_configuration_change_ships_under_load(playbook, refs):
+    """Same image, one more variable: a new release reaches the site with no failed request (issue 16.3)."""
+    (v1, _), (v2, ref) = refs["v1"], refs["v2"]
+    extra = json.dumps({"app_extra_environment": {"MONTAIGUILLON_E2E_SETTING": "42"}})
+    with load() as traffic:
+        time.sleep(1)
+        run = deploy(playbook, "test", ref, "-e", extra)
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed()["dev.site"] >= 1
+    assert_clean(result, {v1, v2})
+    assert set(result.last_versions()) == {v2}
+    env = on_server(
+        lab_container("dev.site"), "docker", "inspect", "-f", "{{json .Config.Env}}", f"app-{live_colour('dev.site')}"
+    )
+    assert "MONTAIGUILLON_E2E_SETTING=42" in json.loads(env.stdout)
+    again = deploy(playbook, "test", ref, "-e", extra)
+    assert again.rc == 0 and again.changed() == {"dev.site": 0}, again.output[-3000:]

@@ -355,6 +355,37 @@ def test_same_image_again_changes_nothing(h):
     assert result["diff"]["before"] == result["diff"]["after"]
 
 
+def test_a_changed_variable_is_a_new_release_with_the_same_image(h):
+    first = h.deploy("site:1")
+    result = h.deploy("site:1", env={"DATABASE_PASSWORD": "s3cret", "DEBUG": True})
+    assert result["changed"] is True and result["live_colour"] == "green"
+    assert "configuration changed" in result["steps"][step_names(result).index("plan")]["detail"]
+    assert "DEBUG=true" in h.engine.containers["app-green"]["Config"]["Env"]
+    assert result["release"]["config"] != first["release"]["config"]
+    assert h.deploy("site:1", env={"DATABASE_PASSWORD": "s3cret", "DEBUG": True})["changed"] is False
+
+
+def test_a_rotated_secret_reaches_the_site_and_is_never_recorded(h):
+    h.deploy("site:1", secret_env={"DB_PASSWORD": "old-password"})
+    result = h.deploy("site:1", secret_env={"DB_PASSWORD": "new-password"})
+    assert result["changed"] is True
+    assert "DB_PASSWORD=new-password" in h.engine.containers["app-green"]["Config"]["Env"]
+    ledger = json.dumps(h.ledger())
+    assert "new-password" not in ledger and "old-password" not in ledger
+
+
+def test_new_limits_are_a_new_release(h):
+    h.deploy("site:1")
+    assert h.deploy("site:1", confinement={"memory": "1g"})["changed"] is True
+    assert h.engine.create_options["app-green"]["mem_limit"] == "1g"
+
+
+def test_check_mode_sees_a_configuration_change(h):
+    h.deploy("site:1")
+    plan = h.manager(check_mode=True, image="site:1", env={"NEW": "1"}).run()
+    assert plan["changed"] is True and "configuration changed" in plan["msg"]
+
+
 def test_third_deploy_replaces_the_old_idle_colour(h):
     h.engine.add_image("site:3", "sha256:3333333333cc", "3.0", local=False)
     h.deploy("site:1")

@@ -129,8 +129,9 @@ def test_release_id_is_utc_time_and_short_image_id():
 
 
 def test_container_labels_carry_everything_state_is_read_from():
-    labels = container_labels("app", "green", "r1", "site:1", IMG_A, "abc123", "1.0")
+    labels = container_labels("app", "green", "r1", "site:1", IMG_A, "abc123", "1.0", "sha256:c0ffee")
     assert labels == {
+        "montaiguillon.config": "sha256:c0ffee",
         "montaiguillon.app": "app",
         "montaiguillon.colour": "green",
         "montaiguillon.release": "r1",

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC
 
+from ansible.module_utils.montaiguillon.deploy.fingerprint import LABEL_CONFIG, config_changes
+
 COLOURS = ("blue", "green")
 
 LABEL_APP = "montaiguillon.app"
@@ -228,8 +230,11 @@ class Decision:
     reason: str
 
 
-def decide_present(state, image_id):
-    """Is a deploy of ``image_id`` needed? Same image live, running and routed: no."""
+def decide_present(state, image_id, config=None):
+    """Is a deploy of ``image_id`` needed? Same image and configuration, running and routed: no.
+
+    ``config``: the digest of the asked configuration (fingerprint.config_digest); None ignores it.
+    """
     live = state.live
     if state.live_colour is None:
         return Decision(True, "no colour is live yet (the upstream file does not point at an app container)")
@@ -241,6 +246,10 @@ def decide_present(state, image_id):
         return Decision(True, "the image is not present locally yet")
     if live.image_id != image_id:
         return Decision(True, f"live runs {short_id(live.image_id)}, asked for {short_id(image_id)}")
+    if config is not None:
+        changes = config_changes(live.labels, config)
+        if changes:
+            return Decision(True, changes)
     return Decision(False, f"{state.live_colour} already runs {short_id(image_id)} and serves the traffic")
 
 
@@ -327,9 +336,10 @@ def images_to_prune(entries, keep_releases, protected_image_ids, present_image_i
     return prune
 
 
-def container_labels(name, colour, release_id, image_ref, image_id, revision, version):
+def container_labels(name, colour, release_id, image_ref, image_id, revision, version, config=None):
     """Labels an app container carries; the module reads its state back from them."""
     return {
+        LABEL_CONFIG: config or "",
         LABEL_APP: name,
         LABEL_COLOUR: colour,
         LABEL_RELEASE: release_id,
