@@ -23,7 +23,17 @@ def test_user_without_sudo_has_none(host):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("permitrootlogin", "no"), ("passwordauthentication", "no"), ("kbdinteractiveauthentication", "no")],
+    [
+        ("permitrootlogin", "no"),
+        ("passwordauthentication", "no"),
+        ("kbdinteractiveauthentication", "no"),
+        ("allowtcpforwarding", "no"),
+        ("allowstreamlocalforwarding", "no"),
+        ("compression", "no"),
+        ("loglevel", "VERBOSE"),
+        ("tcpkeepalive", "no"),
+        ("maxsessions", "4"),
+    ],
 )
 def test_sshd_effective_settings(host, option, value):
     effective = host.run("sshd -T").stdout.splitlines()
