@@ -27,11 +27,12 @@ description:
     C(/etc/nginx/conf.d)), runs C(nginx -t) in the proxy container (restoring the previous file and failing
     if it is refused) and C(nginx -s reload), which is graceful: old workers finish their requests.
     nginx resolves the container name through Docker's DNS at reload, so the proxy and the app must share
-    the first network of O(networks)."
-  - "B(App contract): the app listens on O(port); C(GET {health_path}) answers 200 when ready; C(GET /version)
-    answers JSON C({\"version\": ..., \"revision\": ...}); every response carries the header C(X-App-Version)
-    with that version; it finishes in-flight requests on SIGTERM. Migrations, when O(migrate_command) is set,
-    run in a one-off container of the B(new) image with the B(new) O(env), on the same networks, removed
+    the first network of O(networks). The module also owns C({name}-slot.conf), an nginx C(map) defining
+    C(${proxy_upstream}_slot) as the live colour; the proxy's server block adds it to every answer as
+    C(X-Montaiguillon-Slot), and the switch is verified through the proxy by that header."
+  - "B(App contract): the app listens on O(port) and C(GET {health_path}) answers 2xx when ready; that is all.
+    It should finish in-flight requests on SIGTERM. O(version_path) is an optional extra. Migrations, when
+    O(migrate_command) is set, run in a one-off container of the B(new) image with the B(new) O(env), on the same networks, removed
     afterwards; the live release keeps serving during them, so they must be backward compatible."
   - "The module probes the app directly over HTTP at the container's address on the first network of
     O(networks) (the server can reach its bridge networks), with short timeouts."
@@ -157,10 +158,19 @@ options:
     default: montaiguillon_app
   verify_url:
     description:
-      - URL fetched through the proxy after the switch until its C(X-App-Version) header is the new version.
-        Redirects are not followed, only a 200 answer counts.
+      - URL fetched through the proxy after the switch until a 2xx answer carries the proxy's
+        C(X-Montaiguillon-Slot) header naming the new colour (the app need not know about it).
+        Redirects are not followed.
     type: str
-    default: https://127.0.0.1/version
+    default: https://127.0.0.1/
+  version_path:
+    description:
+      - "Optional. A path of the app answering JSON with C(version) and C(revision) keys and an
+        C(X-App-Version) header equal to that version (the sample site's C(/version)). When set, the new
+        colour is asked before the switch and the ledger records what it says; when empty the release is
+        named by its image (and the image's C(org.opencontainers.image.version) label, if any)."
+    type: str
+    default: ""
   verify_host:
     description: C(Host) header (and TLS server name) sent with O(verify_url), for example the site's name.
     type: str
@@ -442,7 +452,7 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     validate_params,
 )
 from ansible.module_utils.montaiguillon.deploy.probe import PROBE_TIMEOUT, HttpProbe, ProbeError, poll_until_ok
-from ansible.module_utils.montaiguillon.deploy.proxy import Proxy, ProxyError
+from ansible.module_utils.montaiguillon.deploy.proxy import SLOT_HEADER, Proxy, ProxyError, slot_file_name
 
 STOP_TIMEOUT = 10
 DRAIN_SECONDS = 2.0
@@ -518,6 +528,7 @@ class BlueGreenRelease:
             self.clock,
             self.sleep,
             self.warn,
+            slot_path=os.path.join(params["proxy_conf_dir"], slot_file_name(self.name)),
         )
         self.requested_by = params.get("requested_by") or f"{getpass.getuser()}@{socket.gethostname()}"
         self.confinement = Confinement.from_params(params)
@@ -611,10 +622,10 @@ class BlueGreenRelease:
             answer = self.probe.get(self.app_url(colour, self.p["health_path"]), timeout=PROBE_TIMEOUT)
         except (ProbeError, DockerError) as exc:
             return False, str(exc)
-        return answer.status == 200, answer.describe()
+        return 200 <= answer.status < 300, answer.describe()
 
-    def probe_proxy(self, version):
-        """(ok, description): the proxy answers 200 with X-App-Version == version."""
+    def probe_proxy(self, colour):
+        """(ok, description): the proxy answers 2xx, stamped by nginx as served by ``colour``."""
         try:
             answer = self.probe.get(
                 self.p["verify_url"],
@@ -624,36 +635,61 @@ class BlueGreenRelease:
             )
         except ProbeError as exc:
             return False, str(exc)
-        served = answer.headers.get("x-app-version")
-        if answer.status != 200:
+        served = answer.headers.get(SLOT_HEADER.lower())
+        if not 200 <= answer.status < 300:
             return False, answer.describe()
-        if served != version:
-            return False, f"HTTP 200 from version {served!r}, waiting for {version!r}"
-        return True, f"HTTP 200, X-App-Version {served}"
+        if served != colour:
+            return False, f"HTTP {answer.status} from slot {served!r} ({SLOT_HEADER}), waiting for {colour!r}"
+        return True, f"HTTP {answer.status}, {SLOT_HEADER} {served}"
 
     def read_version(self, colour):
         """(version, revision) that a colour's container reports on /version."""
         try:
-            answer = self.probe.get(self.app_url(colour, "/version"), timeout=PROBE_TIMEOUT)
+            answer = self.probe.get(self.app_url(colour, self.p["version_path"]), timeout=PROBE_TIMEOUT)
         except (ProbeError, DockerError) as exc:
-            raise StepFailed(f"cannot read /version of {self.cname(colour)}: {exc}") from exc
+            raise StepFailed(f"cannot read {self.p['version_path']} of {self.cname(colour)}: {exc}") from exc
         if answer.status != 200:
-            raise StepFailed(f"/version of {self.cname(colour)} answered {answer.describe()}")
+            raise StepFailed(f"{self.p['version_path']} of {self.cname(colour)} answered {answer.describe()}")
         try:
             data = json.loads(answer.body)
             version = str(data["version"])
         except (ValueError, KeyError, TypeError) as exc:
             raise StepFailed(
-                f"/version of {self.cname(colour)} is not JSON with a 'version' key: {answer.describe()}"
+                f"{self.p['version_path']} of {self.cname(colour)} is not JSON with a 'version' key: "
+                f"{answer.describe()}"
             ) from exc
         header = answer.headers.get("x-app-version")
         if header != version:
             raise StepFailed(
-                f"{self.cname(colour)} sends X-App-Version {header!r} but /version says {version!r}: "
-                "the proxy check relies on the header matching"
+                f"{self.cname(colour)} sends X-App-Version {header!r} but {self.p['version_path']} says {version!r}: "
+                "a release that contradicts itself is not switched to"
             )
         revision = data.get("revision")
         return version, (str(revision) if revision is not None else None)
+
+    def identify(self, colour, image, state, serving):
+        """(version, revision) of the new release: from O(version_path) when set, else the image's label.
+
+        The step "version" runs only with a version path; without one the release is named by its image.
+        """
+        declared = image_declared_version(image)
+        if not self.p["version_path"]:
+            return declared, None
+        with self.step("version") as step:
+            try:
+                version, revision = self.read_version(colour)
+            except StepFailed as exc:
+                exc.args = (f"{exc}; {serving} ({self.discard(colour)})",)
+                raise
+            step.detail = f"{self.cname(colour)} reports version {version}" + (
+                f", revision {revision}" if revision else ""
+            )
+        live = state.live
+        if live is not None and live.exists and live.version and live.version == version:
+            self.warn(f"the new release reports the same version as the live one ({version})")
+        if declared and declared != version:
+            self.warn(f"{self.p['image']} declares version {declared} but {self.p['version_path']} says {version}")
+        return version, revision
 
     # --- container lifecycle ------------------------------------------------------
 
@@ -725,23 +761,23 @@ class BlueGreenRelease:
         target = self.cname(colour)
         hint = f" (is {self.p['proxy_container']} on network {self.p['networks'][0]} with {target}?)"
         try:
-            return self.proxy.point_at(self.p["proxy_upstream"], target, self.p["port"], comment, hint)
+            return self.proxy.point_at(self.p["proxy_upstream"], target, self.p["port"], comment, hint, slot=colour)
         except ProxyError as exc:
             raise StepFailed(str(exc)) from exc
 
-    def verify_proxy(self, version):
+    def verify_proxy(self, colour):
         timeout = self.p["verify_timeout"]
         ok, attempts, last = poll_until_ok(
-            lambda: self.probe_proxy(version), timeout, min(0.2, self.p["health_interval"]), self.clock, self.sleep
+            lambda: self.probe_proxy(colour), timeout, min(0.2, self.p["health_interval"]), self.clock, self.sleep
         )
         if not ok:
             raise StepFailed(
-                f"the proxy did not serve version {version} within {timeout:g} s "
+                f"the proxy did not serve {self.cname(colour)} within {timeout:g} s "
                 f"(GET {self.p['verify_url']}, {attempts} tries; last answer: {last})"
             )
         return attempts, last
 
-    def watch(self, colour, version):
+    def watch(self, colour):
         """Probe the new container and the proxy for verify_window seconds; StepFailed on any failure."""
         window = self.p["verify_window"]
         deadline = self.clock() + window
@@ -752,7 +788,7 @@ class BlueGreenRelease:
                 raise StepFailed(
                     f"{self.cname(colour)} failed its health check {probes + 1} s after the switch: {last}"
                 )
-            ok, last = self.probe_proxy(version)
+            ok, last = self.probe_proxy(colour)
             if not ok:
                 raise StepFailed(f"the proxy check failed after the switch: {last}")
             probes += 1
@@ -951,22 +987,8 @@ class BlueGreenRelease:
             touched = True
             self.start_and_wait(target, image_id, ref, release_id, self.p.get("revision"), image, serving)
 
-            with self.step("version") as step:
-                try:
-                    version, revision = self.read_version(target)
-                except StepFailed as exc:
-                    exc.args = (f"{exc}; {serving} ({self.discard(target)})",)
-                    raise
-                ctx["version"] = version
-                step.detail = f"{self.cname(target)} reports version {version}" + (
-                    f", revision {revision}" if revision else ""
-                )
-                live = state.live
-                if live is not None and live.exists and live.version and live.version == version:
-                    self.warn(f"the new release reports the same version as the live one ({version})")
-                declared = image_declared_version(image)
-                if declared and declared != version:
-                    self.warn(f"{ref} declares version {declared} but /version says {version}")
+            version, revision = self.identify(target, image, state, serving)
+            ctx["version"] = version
 
             with self.step("switch") as step:
                 switch_seconds = self.switch_to(target, f"live: {target}, release {release_id}, image {ref}")
@@ -979,11 +1001,11 @@ class BlueGreenRelease:
 
             try:
                 with self.step("verify") as step:
-                    attempts, _last = self.verify_proxy(version)
-                    step.detail = f"{self.p['verify_url']} serves {version} ({attempts} tries)"
+                    attempts, _last = self.verify_proxy(target)
+                    step.detail = f"{self.p['verify_url']} is served by {target} ({attempts} tries)"
                 if self.p["verify_window"] > 0:
                     with self.step("watch") as step:
-                        probes = self.watch(target, version)
+                        probes = self.watch(target)
                         step.detail = (
                             f"{probes} probes of {self.cname(target)} and the proxy over {self.p['verify_window']:g} s"
                         )
@@ -1011,7 +1033,7 @@ class BlueGreenRelease:
                 outcome=OUTCOME_SUCCESS,
                 colour=target,
                 previous_release=before["live_release"],
-                message=f"{target} is live with release {release_id} (version {version})",
+                message=f"{target} is live with release {release_id}" + (f" (version {version})" if version else ""),
             )
             pruned = self.prune(entry, state, image_id)
         except (StepFailed, DockerError, ReleaseError, OSError) as exc:
@@ -1259,16 +1281,18 @@ class BlueGreenRelease:
                 self.start_and_wait(
                     colour, image_id, target.get("image"), target["release"], target.get("revision"), image, serving
                 )
-            with self.step("version") as step:
-                version, _revision = self.read_version(colour)
-                step.detail = f"{self.cname(colour)} reports version {version}"
+            version = target.get("version")
+            if self.p["version_path"]:
+                with self.step("version") as step:
+                    version, _revision = self.read_version(colour)
+                    step.detail = f"{self.cname(colour)} reports version {version}"
             with self.step("switch") as step:
                 seconds = self.switch_to(colour, f"live: {colour}, release {target['release']} (rollback)")
                 switched = True
                 step.detail = f"proxy now sends {self.p['proxy_upstream']} to {self.cname(colour)} ({seconds:.3f} s)"
             with self.step("verify") as step:
-                attempts, last = self.verify_proxy(version)
-                step.detail = f"{self.p['verify_url']} serves {version} ({attempts} tries)"
+                attempts, last = self.verify_proxy(colour)
+                step.detail = f"{self.p['verify_url']} is served by {colour} ({attempts} tries)"
             entry = self.entry(
                 release=target["release"],
                 image=target.get("image"),
@@ -1388,7 +1412,8 @@ def argument_spec():
         "proxy_container": {"type": "str", "default": "proxy"},
         "proxy_conf_dir": {"type": "path", "default": "/etc/montaiguillon/proxy/conf.d"},
         "proxy_upstream": {"type": "str", "default": "montaiguillon_app"},
-        "verify_url": {"type": "str", "default": "https://127.0.0.1/version"},
+        "verify_url": {"type": "str", "default": "https://127.0.0.1/"},
+        "version_path": {"type": "str", "default": ""},
         "verify_host": {"type": "str"},
         "verify_tls": {"type": "bool", "default": False},
         "verify_timeout": {"type": "float", "default": 10},

@@ -5,9 +5,11 @@ site.com), at about 200 requests/s, each request on its own connection.
 Tests run in file order; each starts from the state the previous one left.
 """
 
+import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 
@@ -68,6 +70,17 @@ def test_first_release(playbook, refs):
     run = deploy(playbook, "test", ref)
     assert run.rc == 0, run.output[-3000:]
     assert served_version() == version
+
+
+def test_the_proxy_names_the_serving_slot():
+    """Every answer carries X-Montaiguillon-Slot, by which the deploy verifies a switch (issue 16.1)."""
+    context = ssl.create_default_context(cafile=str(CA))
+    context.check_hostname = False  # the certificate names dev.site; the lab publishes it on 127.0.0.1
+    connection = http.client.HTTPSConnection("127.0.0.1", 8443, context=context, timeout=5)
+    connection.request("GET", "/", headers={"Host": "dev.site"})
+    answer = connection.getresponse()
+    assert answer.status == 200
+    assert answer.getheader("X-Montaiguillon-Slot") == live_colour("dev.site")
 
 
 def test_release_containers_are_confined(playbook):

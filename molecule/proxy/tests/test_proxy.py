@@ -58,6 +58,19 @@ def test_no_release_yet_answers_502_not_an_error_page_of_another_site(host):
     assert status.stdout.strip() in {"502", "no-curl"}
 
 
+def test_answers_name_the_serving_slot_none_before_a_release(host):
+    script = (
+        "import http.client as h, ssl; c = h.HTTPSConnection('127.0.0.1', 443,"
+        " context=ssl._create_unverified_context());"
+        " c.request('GET', '/', headers={'Host': 'molecule-server'}); r = c.getresponse();"
+        " print(r.status, r.getheader('X-Montaiguillon-Slot'))"
+    )
+    answer = host.run(f'python3 -c "{script}"')
+    assert answer.stdout.split() == ["502", "none"], answer.stderr
+    stamp = host.file("/etc/montaiguillon/proxy/conf.d/app-slot.conf").content_string
+    assert 'map $host $montaiguillon_app_slot { default "none"; }' in stamp
+
+
 def get(host, path, scheme="https"):
     """status, Retry-After, maintenance header and body of GET path on the proxy, from the server itself."""
     script = (

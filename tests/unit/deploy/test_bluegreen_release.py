@@ -14,10 +14,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
+from ansible.module_utils.montaiguillon.common.files import read_text
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
 from ansible.module_utils.montaiguillon.deploy.plan import LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_RELEASE, parse_upstream
 
 VERIFY_URL = "https://127.0.0.1:18443/version"
+SLOT_BLUE = "# Managed by the bluegreen_release module: the slot the proxy names in X-Montaiguillon-Slot.\n" + (
+    'map $host $montaiguillon_app_slot { default "blue"; }\n'
+)
 
 
 # --- fakes ---------------------------------------------------------------------------
@@ -186,8 +190,10 @@ class FakeProbe:
             script = behaviour.get("health", [200])
             status = script[min(container["probes"] - 1, len(script) - 1)]
             return Answer(status, headers, "ok" if status == 200 else "starting")
-        if path == "/version":
+        if path == "/version" and not behaviour.get("no_version"):
             return Answer(200, headers, json.dumps({"version": version, "revision": "rev-" + version}))
+        if path == "/":
+            return Answer(200, {}, "home page")
         return Answer(404, headers, "not found")
 
     def get(self, url, timeout=2.0, host=None, verify_tls=True):
@@ -200,7 +206,12 @@ class FakeProbe:
             container = self.engine.containers.get(name)
             if container is None or not container["State"]["Running"]:
                 return Answer(502, {}, "Bad Gateway")
-            return self.app_answer(name, container, "/version")
+            answer = self.app_answer(name, container, "/" if container["behaviour"].get("no_version") else "/version")
+            # nginx stamps every answer with the colour its slot file names (roles/proxy site.conf).
+            slot = re.search(r'default "(\w+)"', read_text(self.upstream_path.replace("-upstream", "-slot")) or "")
+            return Answer(
+                answer.status, {**answer.headers, "x-montaiguillon-slot": slot and slot.group(1)}, answer.body
+            )
         rest = url[len("http://") :]
         ip, _, path = rest.partition("/")
         name, container = self.engine.by_ip(ip.split(":")[0])
@@ -233,6 +244,7 @@ class Harness:
                 "proxy_conf_dir": str(self.conf_dir),
                 "state_dir": str(self.state_dir),
                 "verify_url": VERIFY_URL,
+                "version_path": "/version",
                 "requested_by": "alice",
                 "revision": "abc123",
                 "pipeline_run": "run-42",
@@ -524,7 +536,7 @@ def test_proxy_verify_failure_switches_back(h, bg):
     h.probe.proxy_down = True
     with pytest.raises(bg.ReleaseFailure) as caught:
         h.deploy("site:3", verify_timeout=3)
-    assert "the proxy did not serve version 3.0 within 3 s" in str(caught.value)
+    assert "the proxy did not serve app-blue within 3 s" in str(caught.value)
     assert "switched back to green" in str(caught.value)
     assert h.live_colour() == "green"
     assert h.ledger()[-1]["outcome"] == "rolled_back"
@@ -540,13 +552,45 @@ def test_first_deploy_that_fails_verification_has_nothing_to_switch_back_to(h, b
 def test_nginx_refusing_the_upstream_restores_the_previous_file(h, bg):
     h.deploy("site:1")
     before = h.upstream.read_text()
+    slot_before = (h.conf_dir / "app-slot.conf").read_text()
     h.engine.nginx_test = (1, 'nginx: [emerg] host not found in upstream "app-green:8000"')
     with pytest.raises(bg.ReleaseFailure) as caught:
         h.deploy("site:2")
     assert "nginx -t in proxy refused the upstream app-green" in str(caught.value)
     assert "is proxy on network montaiguillon_frontend" in str(caught.value)
     assert h.upstream.read_text() == before
-    assert [p.name for p in h.conf_dir.iterdir()] == ["app-upstream.conf"]
+    assert (h.conf_dir / "app-slot.conf").read_text() == slot_before == SLOT_BLUE
+    assert sorted(p.name for p in h.conf_dir.iterdir()) == ["app-slot.conf", "app-upstream.conf"]
+
+
+def test_an_app_with_only_a_health_path_is_deployed_and_verified_by_the_proxy_stamp(h):
+    h.engine.add_image("nginx:1", "sha256:4444444444dd", "1", local=False, no_version=True)
+    h.engine.add_image("nginx:2", "sha256:5555555555ee", "2", local=False, no_version=True)
+    h.deploy("nginx:1", version_path="")
+    result = h.deploy("nginx:2", version_path="")
+    assert result["changed"] is True and h.live_colour() == "green"
+    assert "version" not in step_names(result)
+    verify = result["steps"][step_names(result).index("verify")]["detail"]
+    assert verify == f"{VERIFY_URL} is served by green (1 tries)"
+    assert result["release"]["version"] is None
+    assert (h.conf_dir / "app-slot.conf").read_text().endswith('{ default "green"; }\n')
+
+
+def test_a_proxy_that_does_not_stamp_the_new_slot_is_switched_back(h, bg, monkeypatch):
+    h.deploy("site:1")
+    slot_file = h.conf_dir / "app-slot.conf"
+    original_point_at = h.module.Proxy.point_at
+
+    def point_without_stamp(proxy, *args, **kwargs):
+        seconds = original_point_at(proxy, *args, **kwargs)
+        slot_file.write_text(SLOT_BLUE)  # as if nginx kept naming the old slot
+        return seconds
+
+    monkeypatch.setattr(h.module.Proxy, "point_at", point_without_stamp)
+    with pytest.raises(bg.ReleaseFailure) as caught:
+        h.deploy("site:2", verify_timeout=2)
+    assert "from slot 'blue' (X-Montaiguillon-Slot), waiting for 'green'" in str(caught.value)
+    assert h.live_colour() == "blue"
 
 
 def test_version_header_mismatch_is_refused_before_switching(h, bg):
@@ -775,6 +819,7 @@ def test_main_requires_image_for_present(bg, capsys):
         ({"image": "site:1", "health_timeout": 0}, "health_timeout must be greater than 0"),
         ({"image": "site:1", "state": "gone"}, "value of state must be one of"),
         ({"image": "site:1", "confinement": {"memory": "lots"}}, "confinement.memory: 'lots' is not a size"),
+        ({"image": "site:1", "version_path": "version"}, "version_path must be empty or start with '/'"),
         ({"image": "site:1", "confinement": {"capabilities": ["ALL"]}}, "ALL would undo the confinement"),
         ({"image": "site:1", "confinement": {"pids_limit": 2}}, "confinement.pids_limit: 2 is below 16"),
     ],

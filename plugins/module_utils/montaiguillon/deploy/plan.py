@@ -100,6 +100,9 @@ def validate_params(params):
     health_path = params.get("health_path") or ""
     if not health_path.startswith("/"):
         errors.append(f"health_path must start with '/', got {health_path!r}")
+    version_path = params.get("version_path") or ""
+    if version_path and not version_path.startswith("/"):
+        errors.append(f"version_path must be empty or start with '/', got {version_path!r}")
     if not params.get("networks"):
         errors.append("networks must name at least one Docker network")
     return errors

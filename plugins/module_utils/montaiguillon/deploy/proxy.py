@@ -18,6 +18,25 @@ NGINX_WORKERS_SCRIPT = (
     "done"
 )
 RELOAD_TIMEOUT = 5
+# The response header the proxy adds with the serving slot (roles/proxy's site.conf): the switch is
+# verified through the proxy by it, without the app's help.
+SLOT_HEADER = "X-Montaiguillon-Slot"
+SLOT_HEADER_NOTE = "# Managed by the bluegreen_release module: the slot the proxy names in " + SLOT_HEADER + "."
+
+
+def slot_file_name(name):
+    """Base name of the file defining the slot stamp nginx adds to every answer."""
+    return f"{name}-slot.conf"
+
+
+def slot_variable(upstream):
+    """The nginx variable holding the serving slot (upstream names are letters, digits and '_')."""
+    return f"${upstream}_slot"
+
+
+def render_slot(upstream, colour):
+    """Text of ``{name}-slot.conf``: an http-level map whose only value is the serving colour."""
+    return f'{SLOT_HEADER_NOTE}\nmap $host {slot_variable(upstream)} {{ default "{colour}"; }}\n'
 
 
 class ProxyError(Exception):
@@ -27,11 +46,12 @@ class ProxyError(Exception):
 class Proxy:
     """The proxy container and the upstream file it includes from its conf.d."""
 
-    def __init__(self, engine, container, conf_dir, upstream_path, clock, sleep, warn):
+    def __init__(self, engine, container, conf_dir, upstream_path, clock, sleep, warn, slot_path=None):
         self.engine = engine
         self.container = container
         self.conf_dir = conf_dir
         self.upstream_path = upstream_path
+        self.slot_path = slot_path
         self.clock = clock
         self.sleep = sleep
         self.warn = warn
@@ -55,15 +75,17 @@ class Proxy:
                 "the upstream file may not reach it"
             )
 
-    def point_at(self, upstream, server, port, comment, not_found_hint=""):
-        """Write the upstream for ``server:port``, test, reload, wait for old workers. Returns seconds taken.
+    def point_at(self, upstream, server, port, comment, not_found_hint="", slot=None):
+        """Write the upstream for ``server:port`` (and the slot stamp), test, reload, wait for old workers.
 
-        On a refusal the previous upstream file is put back and ``ProxyError`` says so.
+        Returns the seconds taken. On a refusal the previous files are put back and ``ProxyError`` says so.
         """
         proxy = self.container
         started = self.clock()
-        previous = read_text(self.upstream_path)
+        previous = self.snapshot()
         atomic_write_text(self.upstream_path, render_upstream(upstream, server, port, comment))
+        if slot and self.slot_path:
+            atomic_write_text(self.slot_path, render_slot(upstream, slot))
         code, output = self.engine.exec(proxy, ["nginx", "-t"])
         if code != 0:
             self.restore(previous)
@@ -103,10 +125,17 @@ class Proxy:
             f"nginx in {self.container} still had old workers accepting connections {RELOAD_TIMEOUT} s after the reload"
         )
 
-    def restore(self, previous):
-        """Put back the upstream file as it was (``None``: there was none)."""
-        if previous is None:
-            with suppress(FileNotFoundError):
-                os.unlink(self.upstream_path)
-        else:
-            atomic_write_text(self.upstream_path, previous)
+    def snapshot(self):
+        """The files a switch writes, as they are now (path -> text, None when absent)."""
+        paths = [self.upstream_path] + ([self.slot_path] if self.slot_path else [])
+        return {path: read_text(path) for path in paths}
+
+    @staticmethod
+    def restore(previous):
+        """Put back the files as they were (a ``None`` text: there was none)."""
+        for path, text in previous.items():
+            if text is None:
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+            else:
+                atomic_write_text(path, text)
