@@ -32,8 +32,9 @@ description:
     C(X-Montaiguillon-Slot), and the switch is verified through the proxy by that header."
   - "B(App contract): the app listens on O(port) and C(GET {health_path}) answers 2xx when ready; that is all.
     It should finish in-flight requests on SIGTERM. O(version_path) is an optional extra. Migrations, when
-    O(migrate_command) is set, run in a one-off container of the B(new) image with the B(new) O(env), on the same networks, removed
-    afterwards; the live release keeps serving during them, so they must be backward compatible."
+    O(migrate_command) is set, run in a one-off container of the B(new) image with the B(new) O(env), on the
+    same networks, removed afterwards; the live release keeps serving during them, so they must be backward
+    compatible."
   - "The module probes the app directly over HTTP at the container's address on the first network of
     O(networks) (the server can reach its bridge networks), with short timeouts."
   - "B(State): the containers' labels (C(montaiguillon.app), C(.colour), C(.release), C(.image),

@@ -59,6 +59,32 @@ def test_a_failed_reload_with_no_previous_file_leaves_none(tmp_path):
     assert not (tmp_path / "app-upstream.conf").exists()
 
 
+def test_the_slot_stamp_is_written_with_the_upstream_and_restored_with_it(tmp_path):
+    slot = tmp_path / "app-slot.conf"
+    proxy, _ = make(tmp_path, Engine())
+    proxy.slot_path = str(slot)
+    proxy.point_at("montaiguillon_app", "app-green", 8000, "live: green", slot="green")
+    assert slot.read_text().splitlines()[-1] == 'map $host $montaiguillon_app_slot { default "green"; }'
+    proxy.engine = Engine({"-t": (1, "emerg")})
+    with pytest.raises(ProxyError):
+        proxy.point_at("montaiguillon_app", "app-blue", 8000, "live: blue", slot="blue")
+    assert 'default "green"' in slot.read_text()
+
+
+def test_a_proxy_that_cannot_be_asked_finds_the_previous_files(tmp_path):
+    class Restarting(Engine):
+        def exec(self, container, command):
+            raise OSError("container proxy is restarting")
+
+    (tmp_path / "app-upstream.conf").write_text("old\n")
+    proxy, _ = make(tmp_path, Restarting())
+    proxy.slot_path = str(tmp_path / "app-slot.conf")
+    with pytest.raises(OSError, match="restarting"):
+        proxy.point_at("montaiguillon_app", "app-blue", 8000, "live: blue", slot="blue")
+    assert (tmp_path / "app-upstream.conf").read_text() == "old\n"
+    assert not (tmp_path / "app-slot.conf").exists()
+
+
 def test_check_names_a_missing_proxy_and_a_missing_conf_dir(tmp_path):
     proxy, _ = make(tmp_path, Engine(running=None))
     with pytest.raises(ProxyError, match="proxy container proxy does not exist"):

@@ -86,7 +86,12 @@ class Proxy:
         atomic_write_text(self.upstream_path, render_upstream(upstream, server, port, comment))
         if slot and self.slot_path:
             atomic_write_text(self.slot_path, render_slot(upstream, slot))
-        code, output = self.engine.exec(proxy, ["nginx", "-t"])
+        try:
+            code, output = self.engine.exec(proxy, ["nginx", "-t"])
+        except Exception:
+            # The proxy could not even be asked (stopped, restarting): it must not find the new files later.
+            self.restore(previous)
+            raise
         if code != 0:
             self.restore(previous)
             hint = not_found_hint if "host not found" in output else ""
