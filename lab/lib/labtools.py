@@ -86,6 +86,20 @@ def derived_release(base_version, tag, dockerfile_tail, files=None, registry=Non
             Path(context, name).write_text(content)
         image = f"{registry}/montaiguillon/site:{tag}"
         subprocess.run(["docker", "build", "-q", "-t", image, context], check=True, capture_output=True)
+    return _publish(image, registry, "site", pull)
+
+
+def foreign_release(context, name, tag, build_args=None, registry=None, pull="lab-registry:5000"):
+    """Build an image from a directory (a site that is not ours), publish it to the lab registry; its REF."""
+    registry = registry or os.environ.get("REGISTRY_PUSH", "127.0.0.1:5000")
+    image = f"{registry}/montaiguillon/{name}:{tag}"
+    args = [item for key, value in (build_args or {}).items() for item in ("--build-arg", f"{key}={value}")]
+    subprocess.run(["docker", "build", "-q", "-t", image, *args, str(context)], check=True, capture_output=True)
+    return _publish(image, registry, name, pull)
+
+
+def _publish(image, registry, name, pull):
+    """Push ``image`` to the lab registry; the REF the servers pull it by (its digest)."""
     subprocess.run(["docker", "push", "-q", image], check=True, capture_output=True)
     digests = subprocess.run(
         ["docker", "image", "inspect", "-f", "{{range .RepoDigests}}{{println .}}{{end}}", image],
@@ -93,5 +107,5 @@ def derived_release(base_version, tag, dockerfile_tail, files=None, registry=Non
         capture_output=True,
         text=True,
     ).stdout.split()
-    digest = next(d for d in digests if d.startswith(f"{registry}/montaiguillon/site@")).split("@")[1]
-    return f"{pull}/montaiguillon/site@{digest}"
+    digest = next(d for d in digests if d.startswith(f"{registry}/montaiguillon/{name}@")).split("@")[1]
+    return f"{pull}/montaiguillon/{name}@{digest}"

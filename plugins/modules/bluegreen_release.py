@@ -727,8 +727,11 @@ class BlueGreenRelease:
         def running_then_probe():
             attrs = self.engine.inspect_container(name)
             state = (attrs or {}).get("State") or {}
-            if attrs is None or not state.get("Running"):
+            restarts = (attrs or {}).get("RestartCount") or 0
+            if attrs is None or not state.get("Running") or state.get("Restarting") or restarts:
                 status = "disappeared" if attrs is None else f"exited with code {state.get('ExitCode')}"
+                if attrs is not None and (state.get("Restarting") or restarts):
+                    status = f"keeps exiting (code {state.get('ExitCode')}, restarted {restarts} times)"
                 raise StepFailed(
                     f"{name} {status} before becoming healthy; {serving_note}. "
                     f"Last log lines:\n{tail_lines(self.engine.logs(name, LOG_LINES), LOG_LINES)}"

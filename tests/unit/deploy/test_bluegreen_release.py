@@ -144,6 +144,9 @@ class FakeEngine:
             "behaviour": behaviour,
             "probes": 0,
         }
+        if behaviour.get("restarts"):
+            self.containers[name]["RestartCount"] = behaviour["restarts"]
+            self.containers[name]["State"].update({"Restarting": True, "ExitCode": 1})
         return copy.deepcopy(self.containers[name])
 
     def run_oneoff(self, name, image, command, environment, networks, labels=None, timeout=600, options=None):
@@ -504,6 +507,13 @@ def test_container_that_exits_fails_without_waiting_for_the_timeout(h, bg):
     with pytest.raises(bg.ReleaseFailure, match=r"app-blue exited with code 1 before becoming healthy"):
         h.deploy("site:crash", health_timeout=60)
     assert h.clock.now - 1000.0 < 5
+
+
+def test_container_in_a_restart_loop_fails_without_waiting_for_the_timeout(h, bg):
+    h.engine.add_image("site:loop", "sha256:100p100p10", "9.9", local=False, restarts=3)
+    with pytest.raises(bg.ReleaseFailure, match=r"keeps exiting \(code 1, restarted 3 times\)") as caught:
+        h.deploy("site:loop")
+    assert caught.value.result["steps"][-3]["seconds"] < 5
 
 
 def test_slow_start_becomes_healthy(h):

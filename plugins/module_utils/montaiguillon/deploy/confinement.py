@@ -27,7 +27,9 @@ MIN_PIDS = 16
 # Linux capability names as Docker takes them (CHOWN or CAP_CHOWN).
 _CAPABILITY_RE = re.compile(r"^(CAP_)?[A-Z][A-Z_]+$")
 # Mounted on a read-only root filesystem's scratch directories.
-TMPFS_OPTIONS = "rw,noexec,nosuid,nodev,size=64m"
+# mode=1777 (sticky, like /tmp) for a directory the image lacks; Docker gives one the image has its
+# owner and mode (measured on the lab's Docker 20.10), so a non-root image needs it writable there.
+TMPFS_OPTIONS = "rw,noexec,nosuid,nodev,size=64m,mode=1777"
 # A tmpfs private to the container (not the host's /tmp), mounted only when
 # the root filesystem is read-only.
 SCRATCH_DIRS = ("/tmp",)  # noqa: S108

@@ -1,0 +1,80 @@
+"""A site that is not ours, through the same deploy.yml and rollback.yml, under load (issue 16.2).
+
+Debian's nginx serving a static page (tests/e2e/sites/static): no /version,
+no migrations, no database variables, a root master process that needs three
+capabilities, a read-only root with its writable paths on tmpfs. It honours only the smallest contract: a port and a health
+path. Load goes to https://127.0.0.1:8443 (the lab's dev.site) only.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from labtools import container, foreign_release, on_server
+from load import Load
+
+pytestmark = pytest.mark.lab
+
+CA = Path(__file__).resolve().parents[2] / "inventories/lab/.generated/tls/ca.crt"
+URL, HOST, RATE = "https://127.0.0.1:8443/", "dev.site", 200
+STATIC = Path(__file__).parent / "sites/static"
+SITE_VARS = json.dumps(
+    {
+        "app_port": 8000,
+        "app_health_path": "/",
+        "app_migrate_command": [],
+        "app_version_path": "",
+        "app_environment": {},
+        "app_secret_environment": {},
+        "app_tmpfs": ["/tmp", "/run", "/var/lib/nginx", "/var/log/nginx"],
+        "app_capabilities": ["CHOWN", "SETUID", "SETGID"],
+    }
+)
+
+
+def live_image_ref():
+    colour = (
+        "blue"
+        if "app-blue" in on_server(container(HOST), "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
+        else "green"
+    )
+    inspect = on_server(container(HOST), "docker", "inspect", f"app-{colour}").stdout
+    return json.loads(inspect)[0]["Config"]["Labels"]["montaiguillon.image"]
+
+
+@pytest.fixture(scope="module")
+def static_refs(playbook):
+    """Two versions of the static site; afterwards dev.site gets back the release it served before."""
+    before = live_image_ref()
+    tag = str(int(time.time()))
+    refs = {v: foreign_release(STATIC, "static", f"{tag}-{v}", {"SITE_VERSION": v}) for v in ("1", "2")}
+    yield refs
+    restored = playbook("deploy.yml", "-l", "test", "-e", f"app_image={before}")
+    assert restored.rc == 0, restored.output[-3000:]
+
+
+def under_load(action):
+    with Load(URL, rate=RATE, seconds=180, cafile=str(CA), host=HOST) as traffic:
+        time.sleep(1)
+        run = action()
+        time.sleep(1)
+    return run, traffic.stop()
+
+
+def test_static_site_deploys_upgrades_and_rolls_back_under_load(playbook, static_refs):
+    first = playbook("deploy.yml", "-l", "test", "-e", f"app_image={static_refs['1']}", "-e", SITE_VARS)
+    assert first.rc == 0, first.output[-3000:]
+
+    run, result = under_load(
+        lambda: playbook("deploy.yml", "-l", "test", "-e", f"app_image={static_refs['2']}", "-e", SITE_VARS)
+    )
+    assert run.rc == 0, run.output[-3000:]
+    assert result.failed == 0, result.summary()
+    assert set(result.versions) <= {"static-1", "static-2"} and set(result.last_versions()) == {"static-2"}
+
+    run, result = under_load(lambda: playbook("rollback.yml", "-l", "test", "-e", SITE_VARS))
+    assert run.rc == 0, run.output[-3000:]
+    assert result.failed == 0, result.summary()
+    assert set(result.last_versions()) == {"static-1"}
+    assert result.rate > RATE / 4, f"load too low to prove anything: {result.summary()}"
