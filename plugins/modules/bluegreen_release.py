@@ -106,6 +106,25 @@ options:
     description:
       - Secret part of the environment (passwords), merged over O(env). Hidden from logs; kept apart from
         O(env) so that Ansible's masking of secret values does not blank ordinary words in the output.
+      - C(docker inspect) shows these values; prefer O(secret_files) for what the serving slots need.
+    type: dict
+    default: {}
+  secret_files:
+    description:
+      - Secrets the serving slots read from files, never from their environment. For each C(NAME), the slot
+        gets a read-only C(/run/secrets/NAME) (mode 0400, owned by the image's user) and the variable
+        C(NAME_FILE) naming it; C(docker inspect) shows only the mount. The files live in
+        C({state_dir}/secrets/{colour}) (0700). The one-off migration gets the values in its environment.
+    type: dict
+    default: {}
+  files_owner:
+    description:
+      - C(uid[:gid]) owning the secret files, for an image whose C(USER) is a name rather than a number.
+        Default, the image's numeric C(USER) (root when it has none).
+    type: str
+  migrate_secret_env:
+    description:
+      - Secrets only the one-off migration gets (the migrations account's password), never the serving slots.
     type: dict
     default: {}
   networks:
@@ -454,6 +473,13 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
 )
 from ansible.module_utils.montaiguillon.deploy.probe import PROBE_TIMEOUT, HttpProbe, ProbeError, poll_until_ok
 from ansible.module_utils.montaiguillon.deploy.proxy import SLOT_HEADER, Proxy, ProxyError, slot_file_name
+from ansible.module_utils.montaiguillon.deploy.secret_files import (
+    SecretFileError,
+    file_owner,
+    file_variables,
+    name_errors,
+    write_secret_files,
+)
 
 STOP_TIMEOUT = 10
 DRAIN_SECONDS = 2.0
@@ -558,15 +584,41 @@ class BlueGreenRelease:
             )
 
     def environment(self):
-        """The container environment: env, then secret_env over it."""
-        merged = {**(self.p.get("env") or {}), **(self.p.get("secret_env") or {})}
+        """A serving container's environment: env, secret_env over it, and NAME_FILE for each secret file."""
+        merged = {
+            **(self.p.get("env") or {}),
+            **(self.p.get("secret_env") or {}),
+            **file_variables(self.p.get("secret_files")),
+        }
         return {key: _env_value(value) for key, value in merged.items()}
+
+    def migrate_environment(self):
+        """The one-off migration's environment: the serving one, the secret files' values, migrate_secret_env."""
+        merged = {
+            **(self.p.get("env") or {}),
+            **(self.p.get("secret_env") or {}),
+            **(self.p.get("secret_files") or {}),
+            **(self.p.get("migrate_secret_env") or {}),
+        }
+        return {key: _env_value(value) for key, value in merged.items()}
+
+    def secret_mounts(self, colour, image_id):
+        """Write ``colour``'s secret files (owned by the image's user); the bind mounts for its container."""
+        secret_files = self.p.get("secret_files") or {}
+        if not secret_files:
+            return {}
+        image = self.engine.local_image(image_id) or {}
+        try:
+            owner = file_owner((image.get("Config") or {}).get("User"), self.p.get("files_owner"))
+            return write_secret_files(os.path.join(self.state_dir, "secrets", colour), secret_files, owner)
+        except SecretFileError as exc:
+            raise StepFailed(f"{exc}; nothing was switched") from exc
 
     def config_for(self, image_id):
         """Digest of the configuration a container of ``image_id`` gets from this run's parameters."""
         env = self.environment()
-        secret_keys = set(self.p.get("secret_env") or {})
-        secrets = {key: env[key] for key in secret_keys}
+        secrets = {key: env[key] for key in self.p.get("secret_env") or {}}
+        secrets.update({f"file:{key}": value for key, value in (self.p.get("secret_files") or {}).items()})
         return config_digest(
             image_id, env, secrets, self.p["port"], self.p["networks"], self.confinement.docker_kwargs()
         )
@@ -701,9 +753,11 @@ class BlueGreenRelease:
             self.name, colour, release_id, image_ref, image_id, revision, declared_version, self.config_for(image_id)
         )
         env = self.environment()
-        self.engine.start_container(
-            name, image_id, env, self.p["networks"], labels, options=self.confinement.docker_kwargs()
-        )
+        options = self.confinement.docker_kwargs()
+        mounts = self.secret_mounts(colour, image_id)
+        if mounts:
+            options["volumes"] = mounts
+        self.engine.start_container(name, image_id, env, self.p["networks"], labels, options=options)
 
     def start_and_wait(self, colour, image_id, image_ref, release_id, revision, image, serving_note):
         """The steps "start <colour>" and "health": a failed start is discarded, the live colour untouched."""
@@ -1093,7 +1147,7 @@ class BlueGreenRelease:
     def migrate(self, image_id, release_id, serving):
         command = self.p["migrate_command"]
         with self.step("migrate") as step:
-            env = self.environment()
+            env = self.migrate_environment()
             code, output = self.engine.run_oneoff(
                 f"{self.name}-migrate",
                 image_id,
@@ -1435,6 +1489,9 @@ def argument_spec():
         "history": {"type": "int", "default": 10},
         "docker_host": {"type": "str"},
         "confinement": confinement_spec(),
+        "secret_files": {"type": "dict", "default": {}, "no_log": True},
+        "files_owner": {"type": "str"},
+        "migrate_secret_env": {"type": "dict", "default": {}, "no_log": True},
     }
 
 
@@ -1444,7 +1501,11 @@ def main():
         required_if=[("state", "present", ["image"])],
         supports_check_mode=True,
     )
-    errors = validate_params(module.params) + Confinement.from_params(module.params).errors()
+    errors = (
+        validate_params(module.params)
+        + Confinement.from_params(module.params).errors()
+        + name_errors(module.params.get("secret_files"))
+    )
     if errors:
         module.fail_json(msg="; ".join(errors))
     try:

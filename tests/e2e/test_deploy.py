@@ -94,6 +94,17 @@ def test_release_containers_are_confined(playbook):
     assert host_config["Memory"] == 512 * 1024**2 and host_config["PidsLimit"] == 256
 
 
+def test_serving_containers_hold_no_password(lab_secret):
+    """`docker inspect` of the live slot shows a file path, no password; the migrations one not at all (15.6)."""
+    colour = live_colour("dev.site")
+    inspect = on_server(lab_container("dev.site"), "docker", "inspect", f"app-{colour}").stdout
+    env = json.loads(inspect)[0]["Config"]["Env"]
+    assert "APP_DB_PASSWORD_FILE=/run/secrets/APP_DB_PASSWORD" in env
+    assert not [item for item in env if item.startswith(("APP_DB_PASSWORD=", "APP_MIGRATE_PASSWORD"))]
+    for name in ("vault_mysql_app_password", "vault_mysql_migrate_password"):
+        assert lab_secret("test", name) not in inspect
+
+
 def test_deploy_under_load_loses_nothing(playbook, refs):
     (v1, _), (v2, ref) = refs["v1"], refs["v2"]
     with load() as traffic:

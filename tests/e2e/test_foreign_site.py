@@ -2,8 +2,9 @@
 
 Debian's nginx serving a static page (tests/e2e/sites/static): no /version,
 no migrations, no database variables, a root master process that needs three
-capabilities, a read-only root with its writable paths on tmpfs. It honours only the smallest contract: a port and a health
-path. Load goes to https://127.0.0.1:8443 (the lab's dev.site) only.
+capabilities, a read-only root with its writable paths on tmpfs. It honours
+only the smallest contract: a port and a health path. Load goes to
+https://127.0.0.1:8443 (the lab's dev.site) only.
 """
 
 import json
@@ -27,6 +28,8 @@ SITE_VARS = json.dumps(
         "app_version_path": "",
         "app_environment": {},
         "app_secret_environment": {},
+        "app_secret_files": {},
+        "app_migrate_secret_environment": {},
         "app_tmpfs": ["/tmp", "/run", "/var/lib/nginx", "/var/log/nginx"],
         "app_capabilities": ["CHOWN", "SETUID", "SETGID"],
     }

@@ -133,6 +133,13 @@ def test_unused_kernel_modules_and_compilers_are_locked_away(host):
     assert host.run("su -s /bin/sh nobody -c 'as --version'").rc != 0
 
 
+def test_needrestart_lists_but_never_restarts(host):
+    assert host.package("needrestart").is_installed
+    listing = host.run("needrestart -b -r l")
+    assert listing.rc == 0 and "NEEDRESTART-VER" in listing.stdout
+    assert "$nrconf{restart} = 'l';" in host.file("/etc/needrestart/conf.d/montaiguillon.conf").content_string
+
+
 def test_kernel_settings_are_written_for_boot(host):
     settings = host.file("/etc/sysctl.d/60-montaiguillon-hardening.conf").content_string
     assert "kernel.kptr_restrict=2" in settings

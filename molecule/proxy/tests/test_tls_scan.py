@@ -6,11 +6,14 @@ secrecy, server preferences and the HTTP security headers.
 """
 
 import json
+import os
 import shutil
 import subprocess
 
 import pytest
 
+# The instance container (.config/molecule/config.yml names it).
+INSTANCE = os.environ.get("MOLECULE_INSTANCE", "molecule-server")
 # Findings at MEDIUM or above that stay, each with its reason.
 ACCEPTED = {
     # Mozilla "intermediate" sets ssl_prefer_server_ciphers off on purpose:
@@ -20,11 +23,11 @@ ACCEPTED = {
 
 
 @pytest.fixture(scope="module")
-def scan(host, tmp_path_factory):
+def scan(tmp_path_factory):
     if not shutil.which("testssl"):
         pytest.fail("testssl.sh is not installed on this machine (lab/bin/host-packages installs it)")
     address = subprocess.run(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", host.backend.name],
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", INSTANCE],
         capture_output=True, text=True, check=True,
     ).stdout.split()[0]  # fmt: skip
     out = tmp_path_factory.mktemp("testssl") / "scan.json"

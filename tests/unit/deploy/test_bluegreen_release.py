@@ -52,6 +52,7 @@ class FakeEngine:
         self.oneoff = (0, "migrations applied")
         self.oneoff_calls = []
         self.create_options = {}
+        self.images_user = None
         self.removed_images = []
         self._ips = {}
         self._next_ip = 10
@@ -73,7 +74,10 @@ class FakeEngine:
         return attrs
 
     def local_image(self, ref):
-        return copy.deepcopy(self.images.get(ref))
+        image = copy.deepcopy(self.images.get(ref))
+        if image is not None and self.images_user:
+            image["Config"]["User"] = self.images_user
+        return image
 
     def pull(self, ref):
         self.events.append(("pull", ref))
@@ -445,6 +449,26 @@ def test_slots_and_migration_are_confined_alike(h):
     assert (slot["mem_limit"], slot["memswap_limit"], slot["pids_limit"]) == ("256m", "256m", 64)
     started = next(step for step in result["steps"] if step["step"] == "start blue")
     assert "capabilities NET_BIND_SERVICE; memory 256m; pids 64; read-only root" in started["detail"]
+
+
+def test_secret_files_keep_passwords_out_of_the_serving_environment(h):
+    h.engine.images_user = "10001:10001"
+    secrets = {"secret_files": {"APP_DB_PASSWORD": "db-pass"}, "migrate_secret_env": {"APP_MIGRATE_PASSWORD": "mig"}}
+    h.deploy("site:1", migrate_command=["migrate"], secret_env={}, **secrets)
+    serving_env = "\n".join(h.engine.containers["app-blue"]["Config"]["Env"])
+    assert "db-pass" not in serving_env and "mig" not in serving_env
+    assert "APP_DB_PASSWORD_FILE=/run/secrets/APP_DB_PASSWORD" in serving_env
+    secret = h.state_dir / "secrets" / "blue" / "APP_DB_PASSWORD"
+    assert secret.read_text() == "db-pass" and (secret.stat().st_uid, secret.stat().st_mode & 0o777) == (10001, 0o400)
+    assert h.engine.create_options["app-blue"]["volumes"] == {
+        str(secret): {"bind": "/run/secrets/APP_DB_PASSWORD", "mode": "ro"}
+    }
+    migrate_env = h.engine.oneoff_calls[-1]["env"]
+    assert migrate_env["APP_MIGRATE_PASSWORD"] == "mig" and migrate_env["APP_DB_PASSWORD"] == "db-pass"
+    rotated = h.deploy("site:1", secret_env={}, secret_files={"APP_DB_PASSWORD": "new-pass"})
+    assert rotated["changed"] is True
+    assert (h.state_dir / "secrets" / "green" / "APP_DB_PASSWORD").read_text() == "new-pass"
+    assert secret.read_text() == "db-pass"  # the warm previous slot keeps its own file
 
 
 def test_default_confinement_drops_every_capability(h):
