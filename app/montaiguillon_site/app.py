@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -83,6 +84,7 @@ class SiteApp:
         connect: db.Connect | None,
         migrations_dir: Path,
         fail_health: bool = False,
+        fail_health_after: int | None = None,
         config_error: str | None = None,
     ) -> None:
         self.version = version
@@ -90,6 +92,9 @@ class SiteApp:
         self.connect = connect
         self.migrations_dir = migrations_dir
         self.fail_health = fail_health
+        self.fail_health_after = fail_health_after
+        # next() on a count is atomic under the GIL: the worker's threads share it safely.
+        self._health_answers = itertools.count(1)
         self.config_error = config_error
         self._shipped: list[int] | None = None
         self._routes: dict[str, Callable[[], Response]] = {
@@ -146,6 +151,8 @@ class SiteApp:
 
         if self.fail_health:
             return failure("forced failure")
+        if self.fail_health_after is not None and next(self._health_answers) > self.fail_health_after:
+            return failure(f"forced failure after {self.fail_health_after} healthy answers")
         if self.config_error is not None or self.connect is None:
             return failure(f"configuration error: {self.config_error}")
         try:
@@ -239,11 +246,18 @@ def create_app(environ: Mapping[str, str] | None = None, connect: db.Connect | N
             log.error("configuration error: %s", exc)
         else:
             connect = functools.partial(db.connect, settings)
+    fail_health_after = None
+    try:
+        fail_health_after = config.fail_health_after(environ)
+    except config.ConfigError as exc:
+        config_error = config_error or str(exc)
+        log.error("configuration error: %s", exc)
     return SiteApp(
         version=config.app_version(environ),
         revision=config.app_revision(environ),
         connect=connect,
         migrations_dir=config.migrations_dir(environ),
         fail_health=config.fail_health(environ),
+        fail_health_after=fail_health_after,
         config_error=config_error,
     )

@@ -115,6 +115,13 @@ def fail_health(environ: Mapping[str, str]) -> bool:
     return (_get(environ, "APP_FAIL_HEALTH") or "").strip().lower() in _TRUE
 
 
+def fail_health_after(environ: Mapping[str, str]) -> int | None:
+    """APP_FAIL_HEALTH_AFTER=N: /health is healthy N times (per worker process), then fails (a test release)."""
+    if _get(environ, "APP_FAIL_HEALTH_AFTER") is None:
+        return None
+    return _int(environ, "APP_FAIL_HEALTH_AFTER", 0, minimum=0)
+
+
 def port(environ: Mapping[str, str]) -> int:
     return _int(environ, "APP_PORT", DEFAULT_PORT, maximum=65535)
 

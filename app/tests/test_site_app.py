@@ -128,6 +128,19 @@ def test_forced_health_failure(fake_db, make_app):
     assert json.loads(body) == {"status": "error", "reason": "forced failure"}
 
 
+def test_health_fails_after_the_given_number_of_healthy_answers(fake_db, make_app):
+    migrated(fake_db, 1, 2, 3)
+    app = make_app(APP_FAIL_HEALTH_AFTER="2")
+    assert [call(app, "/health")[0] for _ in range(4)] == [200, 200, 503, 503]
+    reason = json.loads(call(app, "/health")[2])["reason"]
+    assert reason == "forced failure after 2 healthy answers"
+
+
+def test_a_bad_fail_after_count_is_a_configuration_error(fake_db, make_app):
+    status, _, body = call(make_app(APP_FAIL_HEALTH_AFTER="soon"), "/health")
+    assert status == 503 and "APP_FAIL_HEALTH_AFTER must be an integer" in json.loads(body)["reason"]
+
+
 def test_health_reports_missing_migrations_directory(fake_db, make_app, tmp_path):
     migrated(fake_db, 1)
     status, _, body = call(make_app(APP_MIGRATIONS_DIR=str(tmp_path / "nowhere")), "/health")

@@ -122,6 +122,13 @@ options:
       - C(uid[:gid]) owning the secret files, for an image whose C(USER) is a name rather than a number.
         Default, the image's numeric C(USER) (root when it has none).
     type: str
+  volumes:
+    description:
+      - "Docker named volumes both slots and the migration mount, as C(key: /path/in/container); each is named
+        C({name}_{key}) on the server. What the site keeps across releases and rollbacks (uploads). Host paths
+        are refused, and so are system directories."
+    type: dict
+    default: {}
   migrate_secret_env:
     description:
       - Secrets only the one-off migration gets (the migrations account's password), never the serving slots.
@@ -480,6 +487,7 @@ from ansible.module_utils.montaiguillon.deploy.secret_files import (
     name_errors,
     write_secret_files,
 )
+from ansible.module_utils.montaiguillon.deploy.volumes import volume_errors, volume_mounts
 
 STOP_TIMEOUT = 10
 DRAIN_SECONDS = 2.0
@@ -602,6 +610,13 @@ class BlueGreenRelease:
         }
         return {key: _env_value(value) for key, value in merged.items()}
 
+    def oneoff_options(self):
+        """The migration's ``containers.create`` options: the slots' confinement and named volumes."""
+        options = self.confinement.docker_kwargs()
+        if self.p.get("volumes"):
+            options["volumes"] = volume_mounts(self.name, self.p["volumes"])
+        return options
+
     def secret_mounts(self, colour, image_id):
         """Write ``colour``'s secret files (owned by the image's user); the bind mounts for its container."""
         secret_files = self.p.get("secret_files") or {}
@@ -619,9 +634,8 @@ class BlueGreenRelease:
         env = self.environment()
         secrets = {key: env[key] for key in self.p.get("secret_env") or {}}
         secrets.update({f"file:{key}": value for key, value in (self.p.get("secret_files") or {}).items()})
-        return config_digest(
-            image_id, env, secrets, self.p["port"], self.p["networks"], self.confinement.docker_kwargs()
-        )
+        shape = {**self.confinement.docker_kwargs(), "volumes": volume_mounts(self.name, self.p.get("volumes"))}
+        return config_digest(image_id, env, secrets, self.p["port"], self.p["networks"], shape)
 
     def cname(self, colour):
         return container_name(self.name, colour)
@@ -754,7 +768,7 @@ class BlueGreenRelease:
         )
         env = self.environment()
         options = self.confinement.docker_kwargs()
-        mounts = self.secret_mounts(colour, image_id)
+        mounts = {**volume_mounts(self.name, self.p.get("volumes")), **self.secret_mounts(colour, image_id)}
         if mounts:
             options["volumes"] = mounts
         self.engine.start_container(name, image_id, env, self.p["networks"], labels, options=options)
@@ -1156,7 +1170,7 @@ class BlueGreenRelease:
                 self.p["networks"],
                 labels={LABEL_APP: self.name, LABEL_RELEASE: release_id, "montaiguillon.oneoff": "migrate"},
                 timeout=self.p["migrate_timeout"],
-                options=self.confinement.docker_kwargs(),
+                options=self.oneoff_options(),
             )
             if code != 0:
                 raise StepFailed(
@@ -1492,6 +1506,7 @@ def argument_spec():
         "secret_files": {"type": "dict", "default": {}, "no_log": True},
         "files_owner": {"type": "str"},
         "migrate_secret_env": {"type": "dict", "default": {}, "no_log": True},
+        "volumes": {"type": "dict", "default": {}},
     }
 
 
@@ -1505,6 +1520,7 @@ def main():
         validate_params(module.params)
         + Confinement.from_params(module.params).errors()
         + name_errors(module.params.get("secret_files"))
+        + volume_errors(module.params.get("volumes"))
     )
     if errors:
         module.fail_json(msg="; ".join(errors))

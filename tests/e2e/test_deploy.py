@@ -227,6 +227,27 @@ def live_colour(host):
     return "blue" if "app-blue" in upstream else "green"
 
 
+def test_a_release_failing_after_the_switch_is_switched_back_automatically(playbook, refs):
+    """Healthy at start, live, then unhealthy in the watch window: back to the previous slot (issue 16.4)."""
+    (v1, _), (v2, _) = refs["v1"], refs["v2"]
+    flaky = derived_release(v2, f"{v2}-flaky", "ENV APP_FAIL_HEALTH_AFTER=3")
+    before = live_colour("dev.site")
+    with load() as traffic:
+        time.sleep(1)
+        run = deploy(playbook, "test", flaky)
+        time.sleep(1)
+    result = traffic.stop()
+    assert run.rc != 0, run.output[-3000:]
+    assert "switched back to" in run.output
+    assert live_colour("dev.site") == before
+    ledger = on_server(lab_container("dev.site"), "tail", "-n", "1", "/var/lib/montaiguillon/app/releases.jsonl")
+    entry = json.loads(ledger.stdout)
+    assert entry["outcome"] == "rolled_back" and "health check" in entry["message"], entry
+    # Only its health check fails: visitors of the failing slot were served until the switch back.
+    assert result.failed == 0, result.summary()
+    assert set(result.last_versions()) <= {v1, v2}
+
+
 def test_configuration_change_ships_under_load(playbook, refs):
     """Same image, one more variable: a new release reaches the site with no failed request (issue 16.3)."""
     (v1, _), (v2, ref) = refs["v1"], refs["v2"]

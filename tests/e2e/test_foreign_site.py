@@ -7,7 +7,9 @@ only the smallest contract: a port and a health path. Load goes to
 https://127.0.0.1:8443 (the lab's dev.site) only.
 """
 
+import http.client
 import json
+import ssl
 import time
 from pathlib import Path
 
@@ -32,17 +34,18 @@ SITE_VARS = json.dumps(
         "app_migrate_secret_environment": {},
         "app_tmpfs": ["/tmp", "/run", "/var/lib/nginx", "/var/log/nginx"],
         "app_capabilities": ["CHOWN", "SETUID", "SETGID"],
+        "app_volumes": {"uploads": "/srv/site/uploads"},
     }
 )
 
 
+def live_colour():
+    upstream = on_server(container(HOST), "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
+    return "blue" if "app-blue" in upstream else "green"
+
+
 def live_image_ref():
-    colour = (
-        "blue"
-        if "app-blue" in on_server(container(HOST), "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
-        else "green"
-    )
-    inspect = on_server(container(HOST), "docker", "inspect", f"app-{colour}").stdout
+    inspect = on_server(container(HOST), "docker", "inspect", f"app-{live_colour()}").stdout
     return json.loads(inspect)[0]["Config"]["Labels"]["montaiguillon.image"]
 
 
@@ -57,6 +60,15 @@ def static_refs(playbook):
     assert restored.rc == 0, restored.output[-3000:]
 
 
+def served(path):
+    context = ssl.create_default_context(cafile=str(CA))
+    context.check_hostname = False  # the certificate names dev.site; the lab publishes it on 127.0.0.1
+    connection = http.client.HTTPSConnection("127.0.0.1", 8443, context=context, timeout=5)
+    connection.request("GET", path, headers={"Host": HOST})
+    answer = connection.getresponse()
+    return answer.read().decode().strip() if answer.status == 200 else f"HTTP {answer.status}"
+
+
 def under_load(action):
     with Load(URL, rate=RATE, seconds=180, cafile=str(CA), host=HOST) as traffic:
         time.sleep(1)
@@ -68,6 +80,9 @@ def under_load(action):
 def test_static_site_deploys_upgrades_and_rolls_back_under_load(playbook, static_refs):
     first = playbook("deploy.yml", "-l", "test", "-e", f"app_image={static_refs['1']}", "-e", SITE_VARS)
     assert first.rc == 0, first.output[-3000:]
+    upload = f"uploaded while {live_colour()} was live"
+    on_server(container(HOST), "docker", "exec", f"app-{live_colour()}", "sh", "-c",
+              f"echo '{upload}' > /srv/site/uploads/probe.txt")  # fmt: skip
 
     run, result = under_load(
         lambda: playbook("deploy.yml", "-l", "test", "-e", f"app_image={static_refs['2']}", "-e", SITE_VARS)
@@ -75,9 +90,11 @@ def test_static_site_deploys_upgrades_and_rolls_back_under_load(playbook, static
     assert run.rc == 0, run.output[-3000:]
     assert result.failed == 0, result.summary()
     assert set(result.versions) <= {"static-1", "static-2"} and set(result.last_versions()) == {"static-2"}
+    assert served("/uploads/probe.txt") == upload  # the other slot mounts the same volume
 
     run, result = under_load(lambda: playbook("rollback.yml", "-l", "test", "-e", SITE_VARS))
     assert run.rc == 0, run.output[-3000:]
     assert result.failed == 0, result.summary()
     assert set(result.last_versions()) == {"static-1"}
+    assert served("/uploads/probe.txt") == upload
     assert result.rate > RATE / 4, f"load too low to prove anything: {result.summary()}"

@@ -471,6 +471,17 @@ def test_secret_files_keep_passwords_out_of_the_serving_environment(h):
     assert secret.read_text() == "db-pass"  # the warm previous slot keeps its own file
 
 
+def test_both_slots_and_the_migration_share_the_named_volumes(h):
+    volumes = {"uploads": "/srv/uploads"}
+    h.deploy("site:1", volumes=volumes, migrate_command=["migrate"])
+    h.deploy("site:2", volumes=volumes)
+    mount = {"app_uploads": {"bind": "/srv/uploads", "mode": "rw"}}
+    assert h.engine.create_options["app-blue"]["volumes"] == mount
+    assert h.engine.create_options["app-green"]["volumes"] == mount
+    assert h.engine.oneoff_calls[0]["options"]["volumes"] == mount
+    assert h.deploy("site:2", volumes={"uploads": "/srv/other"})["changed"] is True
+
+
 def test_default_confinement_drops_every_capability(h):
     h.deploy("site:1")
     slot = h.engine.create_options["app-blue"]
@@ -854,6 +865,7 @@ def test_main_requires_image_for_present(bg, capsys):
         ({"image": "site:1", "state": "gone"}, "value of state must be one of"),
         ({"image": "site:1", "confinement": {"memory": "lots"}}, "confinement.memory: 'lots' is not a size"),
         ({"image": "site:1", "version_path": "version"}, "version_path must be empty or start with '/'"),
+        ({"image": "site:1", "volumes": {"data": "/etc"}}, "volumes.data: '/etc' is a system directory"),
         ({"image": "site:1", "confinement": {"capabilities": ["ALL"]}}, "ALL would undo the confinement"),
         ({"image": "site:1", "confinement": {"pids_limit": 2}}, "confinement.pids_limit: 2 is below 16"),
     ],
