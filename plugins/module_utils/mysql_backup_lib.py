@@ -74,7 +74,10 @@ except ImportError:  # pragma: no cover - reported by the modules
 
 FORMAT_VERSION = 1
 KINDS = ("scheduled", "manual", "pre-deploy", "safety")
-DEFAULT_RETENTION = {"keep_last": 3, "daily": 7, "weekly": 4, "monthly": 6}
+# The ladder (keep_last, daily, weekly, monthly) keeps scheduled and manual backups; snapshots
+# (pre-deploy, safety) have their own pool: the newest `snapshots` not older than `snapshot_days`.
+DEFAULT_RETENTION = {"keep_last": 3, "daily": 7, "weekly": 4, "monthly": 6, "snapshots": 5, "snapshot_days": 7}
+LADDER_KINDS = ("scheduled", "manual")
 COMPRESSIONS = {
     "zstd": {
         "ext": "zst",
@@ -237,13 +240,33 @@ def select_retention(backups, policy, protect=()):
     return keep
 
 
-def plan_retention(entries, policy, database, extra=None):
+def _kind_of(backup_id):
+    parsed = parse_backup_id(backup_id)
+    return parsed[1] if parsed else None
+
+
+def select_snapshots(snapshots, policy, now):
+    """Ids of the pre-deploy and safety snapshots to keep: the newest ``snapshots``, none older than
+    ``snapshot_days`` (the newest one always)."""
+    ordered = sorted(snapshots, key=lambda p: (p[1], id_sort_key(p[0])), reverse=True)
+    count = max(1, int(policy.get("snapshots", DEFAULT_RETENTION["snapshots"])))
+    max_age = dt.timedelta(days=max(0, float(policy.get("snapshot_days", DEFAULT_RETENTION["snapshot_days"]))))
+    keep = {bid for bid, when in ordered[:count] if now - when <= max_age}
+    if ordered:
+        keep.add(ordered[0][0])
+    return keep
+
+
+def plan_retention(entries, policy, database, extra=None, now=None):
     """Split the complete backups of ``database`` into (keep, prune) id lists.
 
     ``entries`` comes from ``list_backups``; ``extra`` is an ``(id, datetime)`` for a
     backup about to be taken (check mode). Only complete backups are candidates:
-    incomplete or damaged ones are left for an operator to look at. The newest
-    complete backup and the newest drill-verified one are never pruned.
+    incomplete or damaged ones are left for an operator to look at. Scheduled and
+    manual backups climb the ladder (``keep_last``, daily, weekly, monthly), which
+    snapshots never crowd: pre-deploy and safety snapshots have their own pool
+    (``snapshots``, ``snapshot_days``). The newest backup of each group and the newest
+    drill-verified one are never pruned.
     """
     candidates = [e for e in entries if e["status"] == "complete" and e["manifest"].get("database") == database]
     pairs = [(e["id"], e["taken_at"]) for e in candidates]
@@ -251,12 +274,14 @@ def plan_retention(entries, policy, database, extra=None):
         pairs.append(extra)
     if not pairs:
         return [], []
-    newest = max(pairs, key=lambda p: (p[1], id_sort_key(p[0])))[0]
-    protect = {newest}
+    now = now or max(when for _, when in pairs)
+    ladder = [p for p in pairs if _kind_of(p[0]) in LADDER_KINDS]
+    snapshots = [p for p in pairs if _kind_of(p[0]) not in LADDER_KINDS]
+    protect = {max(group, key=lambda p: (p[1], id_sort_key(p[0])))[0] for group in (ladder, snapshots) if group}
     verified = [e for e in candidates if e["manifest"].get("verified") is True]
     if verified:
         protect.add(max(verified, key=lambda e: (e["taken_at"], id_sort_key(e["id"])))["id"])
-    keep = select_retention(pairs, policy, protect)
+    keep = select_retention(ladder, policy, protect) | select_snapshots(snapshots, policy, now) | protect
     order = sorted(pairs, key=lambda p: (p[1], id_sort_key(p[0])), reverse=True)
     return [bid for bid, _ in order if bid in keep], [bid for bid, _ in order if bid not in keep]
 

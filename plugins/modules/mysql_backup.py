@@ -78,6 +78,7 @@ options:
   retention:
     description:
       - Which complete backups of O(database) to keep; the others are deleted after a successful backup.
+      - Deploys never crowd the ladder, and so never make the stale-backup gate refuse a deploy.
       - Periods are counted in UTC and only periods that have a backup count, as in restic.
     type: dict
     default: {}
@@ -98,6 +99,16 @@ options:
         description: Keep the newest backup of each of this many most recent months.
         type: int
         default: 6
+      snapshots:
+        description:
+          - Pre-deploy and safety snapshots have their own pool, apart from the ladder above (which keeps
+            scheduled and manual backups). Keep this many newest.
+        type: int
+        default: 5
+      snapshot_days:
+        description: Prune pre-deploy and safety snapshots older than this many days (the newest one stays).
+        type: int
+        default: 7
   prune:
     description: Apply O(retention) after the backup. V(false) keeps everything.
     type: bool

@@ -239,6 +239,55 @@ def test_plan_retention_in_check_mode_counts_the_planned_backup_as_newest():
     assert prune == [bid(at(2)), bid(at(1))]
 
 
+def test_snapshots_have_their_own_bounded_pool():
+    scheduled = [entry(bid(at(d))) for d in (3, 2, 1)]
+    snapshots = [entry(bid(at(3, hour=h), "pre-deploy")) for h in range(4, 12)]
+    snapshots.append(entry(bid(at(3, hour=12), "safety")))
+    policy = {**lib.DEFAULT_RETENTION, "snapshots": 3}
+    keep, prune = lib.plan_retention(scheduled + snapshots, policy, "app")
+    assert {bid(at(d)) for d in (3, 2, 1)} <= set(keep)  # nine snapshots crowd out no scheduled backup
+    kept_snapshots = [k for k in keep if lib.parse_backup_id(k)[1] != "scheduled"]
+    assert kept_snapshots == [
+        bid(at(3, hour=12), "safety"),
+        bid(at(3, hour=11), "pre-deploy"),
+        bid(at(3, hour=10), "pre-deploy"),
+    ]
+    assert len(prune) == 6
+
+
+def test_old_snapshots_go_even_under_the_count_but_the_newest_stays():
+    entries = [entry(bid(at(20))), entry(bid(at(1, hour=4), "pre-deploy")), entry(bid(at(2, hour=4), "pre-deploy"))]
+    keep, prune = lib.plan_retention(entries, {**lib.DEFAULT_RETENTION, "snapshot_days": 7}, "app")
+    assert keep == [bid(at(20)), bid(at(2, hour=4), "pre-deploy")]
+    assert prune == [bid(at(1, hour=4), "pre-deploy")]
+
+
+def test_a_month_of_ten_deploys_a_day_never_blocks_a_deploy_nor_prunes_the_ladder():
+    """Simulated clock: a scheduled backup at 03:00, ten prod deploys a day (each a pre-deploy snapshot
+    then retention), for 31 days. The gate always passes; the ladder keeps what it would without deploys."""
+    policy = dict(lib.DEFAULT_RETENTION)
+    present = []
+
+    def take(moment, kind):
+        present.append(entry(bid(moment, kind)))
+        keep, _ = lib.plan_retention(present, policy, "app", now=moment)
+        present[:] = [e for e in present if e["id"] in keep]
+
+    for day in range(1, 32):
+        take(at(day, hour=3), "scheduled")
+        for hour in range(8, 18):
+            moment = at(day, hour=hour)
+            newest_first = sorted(present, key=lambda e: e["taken_at"], reverse=True)
+            for e in newest_first:
+                e["manifest"].update(kind=lib.parse_backup_id(e["id"])[1], finished_at=lib.iso(e["taken_at"]))
+            gate = lib.backup_freshness(newest_first, backup_dir="/b", database="app", max_age_hours=26, now=moment)
+            assert gate["ok"], (day, hour, gate["reason"])
+            take(moment, "pre-deploy")
+    ladder_alone = lib.select_retention([(bid(at(d)), at(d)) for d in range(1, 32)], policy)
+    assert {e["id"] for e in present if "scheduled" in e["id"]} == ladder_alone
+    assert sum("pre-deploy" in e["id"] for e in present) == policy["snapshots"]
+
+
 # ---- files ----------------------------------------------------------------
 
 
