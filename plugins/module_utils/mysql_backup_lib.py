@@ -315,6 +315,38 @@ def verify_backup_file(path, manifest):
     return True, actual, None
 
 
+# Room a new backup needs: the newest dump's size times this (a database grows; compression varies).
+SPACE_MARGIN = 1.5
+
+
+def newest_dump_size(backup_dir):
+    """Size in bytes of the newest dump file in ``backup_dir`` (0 when there is none)."""
+    newest = (None, 0)
+    for name in os.listdir(backup_dir):
+        if DUMP_NAME_RE.match(name):
+            info = os.stat(os.path.join(backup_dir, name))
+            newest = max(newest, (info.st_mtime, info.st_size), key=lambda pair: pair[0] or 0)
+    return newest[1]
+
+
+def check_free_space(backup_dir, min_size_bytes=0, free_bytes=None):
+    """Refuse to start a backup that would fill the disk: free space >= the newest dump's size x SPACE_MARGIN.
+
+    ``free_bytes`` is for tests; by default it is what an unprivileged writer may use on that file system.
+    """
+    if free_bytes is None:
+        stats = os.statvfs(backup_dir)
+        free_bytes = stats.f_bavail * stats.f_frsize
+    last = newest_dump_size(backup_dir)
+    needed = int(max(last * SPACE_MARGIN, min_size_bytes))
+    if free_bytes < needed:
+        raise BackupError(
+            f"not enough room in {backup_dir}: {free_bytes} bytes free, the last backup took {last} bytes and a new "
+            f"one needs {needed} ({SPACE_MARGIN}x); nothing was written. Free space or move backup_dir"
+        )
+    return free_bytes, needed
+
+
 def remove_stale_partials(backup_dir):
     """Remove ``*.partial`` files; call only while holding the backup dir lock."""
     removed = []
@@ -1577,6 +1609,7 @@ def run_backup(
     """
     for name in remove_stale_partials(backup_dir):
         warn(f"removed {name} left by an interrupted backup")
+    check_free_space(backup_dir, min_size_bytes)
     compression = resolve_compression(compression, warn)
     commands = [COMPRESSIONS[compression]["compress"]]
     encryption = None

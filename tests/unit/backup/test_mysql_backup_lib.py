@@ -288,6 +288,23 @@ def test_a_month_of_ten_deploys_a_day_never_blocks_a_deploy_nor_prunes_the_ladde
     assert sum("pre-deploy" in e["id"] for e in present) == policy["snapshots"]
 
 
+def test_a_backup_needs_room_for_the_last_one_and_a_margin(tmp_path):
+    (tmp_path / "20260105T030000Z-scheduled.sql.zst.age").write_bytes(b"x" * 1000)
+    assert lib.check_free_space(str(tmp_path), free_bytes=1500) == (1500, 1500)
+    with pytest.raises(lib.BackupError, match=r"not enough room in .*: 1499 bytes free, the last backup took 1000"):
+        lib.check_free_space(str(tmp_path), free_bytes=1499)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20260105T030000Z-scheduled.sql.zst.age"]
+
+
+def test_the_newest_dump_sets_the_size_and_a_first_backup_needs_the_minimum(tmp_path):
+    assert lib.check_free_space(str(tmp_path), min_size_bytes=1024, free_bytes=1024) == (1024, 1024)
+    old, new = tmp_path / "20260104T030000Z-scheduled.sql.gz", tmp_path / "20260105T030000Z-scheduled.sql.gz"
+    old.write_bytes(b"x" * 5000)
+    new.write_bytes(b"x" * 100)
+    os.utime(old, (1_000_000, 1_000_000))
+    assert lib.newest_dump_size(str(tmp_path)) == 100
+
+
 # ---- files ----------------------------------------------------------------
 
 
