@@ -124,6 +124,28 @@ def test_same_image_again_changes_nothing(playbook, refs):
     assert run.changed() == {"dev.site": 0}
 
 
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        (
+            {"app_database_environment": {"hots": "DB_HOST"}},
+            "app_database_environment.hots: 'hots' is not a database fact",
+        ),
+        ({"app_health_path": "health"}, "app_health_path must be a URL path like /health"),
+        ({"app_port": 0}, "app_port must be the port the app listens on, 1-65535 (got 0)"),
+        ({"app_volumes": {"data": "/etc"}}, "volumes.data: '/etc' is a system directory"),
+    ],
+)
+def test_a_bad_app_definition_is_refused_naming_the_field(playbook, refs, bad, named):
+    ledger = "/var/lib/montaiguillon/app/releases.jsonl"
+    before = on_server(lab_container("dev.site"), "cat", ledger, check=False).stdout
+    run = deploy(playbook, "test", refs["v1"][1], "-e", json.dumps(bad))
+    assert run.rc != 0
+    assert named in run.output
+    assert on_server(lab_container("dev.site"), "cat", ledger, check=False).stdout == before
+    assert served_version() == refs["v2"][0]
+
+
 def test_check_mode_reports_a_deploy_and_does_nothing(playbook, refs):
     v2 = refs["v2"][0]
     run = playbook("deploy.yml", "-l", "test", "-e", f"app_image={refs['v1'][1]}", "--check", "--diff")
