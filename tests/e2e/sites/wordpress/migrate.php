@@ -1,0 +1,14 @@
+<?php
+// The deploy's migration step: install WordPress's schema on first deploy,
+// upgrade it afterwards. Runs in a one-off container of the new image.
+$_SERVER['HTTP_HOST'] = 'dev.site';
+define('WP_INSTALLING', true);
+require '/usr/share/wordpress/wp-load.php';
+require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+if (is_blog_installed()) {
+    wp_upgrade();
+    echo "wordpress: schema upgraded\n";
+} else {
+    wp_install('Montaiguillon e2e', 'admin', 'admin@dev.site', false, '', wp_generate_password(24));
+    echo "wordpress: installed\n";
+}
