@@ -32,7 +32,7 @@ def test_user_without_sudo_has_none(host):
         ("compression", "no"),
         ("loglevel", "VERBOSE"),
         ("tcpkeepalive", "no"),
-        ("maxsessions", "4"),
+        ("maxsessions", "2"),
     ],
 )
 def test_sshd_effective_settings(host, option, value):
