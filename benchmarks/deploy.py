@@ -69,6 +69,7 @@ def naive_recreate(name):
         args += ["-e", env]
     for key, value in info["Config"]["Labels"].items():
         args += ["--label", f"{key}={value}"]
+    args += same_confinement(info)
     args.append(info["Config"]["Image"])
     on_server(SERVER, "docker", "rm", "-f", name)
     on_server(SERVER, *args)
@@ -81,6 +82,23 @@ def naive_recreate(name):
         if probe.stdout.strip() == "healthy":
             return
         time.sleep(0.5)
+
+
+def same_confinement(info):
+    """``docker create`` options giving the re-created container the mounts and limits it had."""
+    host, args = info["HostConfig"], []
+    for mount in info["Mounts"]:
+        source = mount["Name"] if mount["Type"] == "volume" else mount["Source"]
+        args += ["-v", f"{source}:{mount['Destination']}{'' if mount['RW'] else ':ro'}"]
+    for path, options in (host.get("Tmpfs") or {}).items():
+        args += ["--tmpfs", f"{path}:{options}" if options else path]
+    args += ["--read-only"] if host.get("ReadonlyRootfs") else []
+    args += [f"--cap-drop={cap}" for cap in host.get("CapDrop") or []]
+    args += [f"--cap-add={cap}" for cap in host.get("CapAdd") or []]
+    args += [f"--security-opt={opt}" for opt in host.get("SecurityOpt") or []]
+    args += [f"--memory={host['Memory']}"] if host.get("Memory") else []
+    args += [f"--pids-limit={host['PidsLimit']}"] if host.get("PidsLimit") else []
+    return args
 
 
 def under_load(rate, action, *args):

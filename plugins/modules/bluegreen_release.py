@@ -64,9 +64,10 @@ attributes:
   idempotent:
     support: full
     description:
-      - Deploying the image the live colour already runs (same local image id, running, routed by the proxy)
-        with the same configuration, or rolling back to the release already live, changes nothing and writes
-        no ledger entry.
+      - Deploying the image the live colour already runs (same local image id, running, routed by the proxy,
+        answering its health check) with the same configuration, or rolling back to the release already live,
+        changes nothing and writes no ledger entry. A live release that no longer answers its health check is
+        replaced by a fresh container of the same image on the other colour.
       - A release is the image and its configuration. A changed O(env) or O(secret_env) value, O(port),
         O(networks) or O(confinement) with the same image is a new blue/green release (the new colour starts
         with the new configuration, then takes the traffic), so a rotated password reaches the site without
@@ -962,7 +963,8 @@ class BlueGreenRelease:
             decision_changed = True
             reason = f"{self.p['image']} is not on the server; a real run would pull it and deploy it"
         else:
-            decision = decide_present(state, image["Id"], self.config_for(image["Id"]))
+            live_health = (lambda: self.probe_health(state.live_colour)) if state.live_colour else None
+            decision = decide_present(state, image["Id"], self.config_for(image["Id"]), live_health)
             decision_changed, reason = decision.changed, decision.reason
             if self.p["pull"]:
                 notes.append("check mode does not pull: the result compares with the local copy of the image")
@@ -1033,7 +1035,8 @@ class BlueGreenRelease:
             image_id = image["Id"]
             ctx["image_id"] = image_id
             with self.step("plan") as step:
-                decision = decide_present(state, image_id, self.config_for(image_id))
+                live_health = (lambda: self.probe_health(state.live_colour)) if state.live_colour else None
+                decision = decide_present(state, image_id, self.config_for(image_id), live_health)
                 release_id = make_release_id(started_at, image_id)
                 target = choose_target_colour(state)
                 step.detail = decision.reason

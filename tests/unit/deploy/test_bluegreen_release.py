@@ -374,6 +374,27 @@ def test_same_image_again_changes_nothing(h):
     assert result["diff"]["before"] == result["diff"]["after"]
 
 
+def test_same_image_again_replaces_a_live_release_that_stopped_answering(h):
+    h.deploy("site:1")
+    blue = h.engine.containers["app-blue"]
+    blue["behaviour"] = {**blue["behaviour"], "health": [500]}  # running, routed, but broken
+    result = h.deploy("site:1")
+    assert result["changed"] is True and result["live_colour"] == "green"
+    plan = result["steps"][step_names(result).index("plan")]["detail"]
+    assert "fails its health check (HTTP 500" in plan
+    assert h.live_colour() == "green"
+    assert h.ledger()[-1]["outcome"] == "success"
+
+
+def test_check_mode_reports_a_broken_live_release_as_a_change(h):
+    h.deploy("site:1")
+    blue = h.engine.containers["app-blue"]
+    blue["behaviour"] = {**blue["behaviour"], "health": [503]}
+    result = h.manager(check_mode=True, image="site:1").run()
+    assert result["changed"] is True and "fails its health check" in result["msg"]
+    assert h.live_colour() == "blue"
+
+
 def test_a_changed_variable_is_a_new_release_with_the_same_image(h):
     first = h.deploy("site:1")
     result = h.deploy("site:1", env={"DATABASE_PASSWORD": "s3cret", "DEBUG": True})

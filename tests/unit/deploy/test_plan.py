@@ -102,6 +102,20 @@ def test_decide_present(live_attrs, upstream, image_id, changed, reason):
     assert reason in decision.reason
 
 
+def test_the_live_health_is_asked_only_when_everything_else_matches():
+    state = read_state("app", upstream_to("blue"), {"blue": attrs(image_id=IMG_A), "green": None})
+    asked = []
+
+    def probe(answer):
+        return lambda: asked.append(answer) or answer
+
+    assert decide_present(state, IMG_A, live_health=probe((True, "HTTP 200"))).changed is False
+    broken = decide_present(state, IMG_A, live_health=probe((False, "HTTP 502: bad gateway")))
+    assert broken.changed is True and "fails its health check (HTTP 502: bad gateway)" in broken.reason
+    assert decide_present(state, IMG_B, live_health=probe((False, "never asked"))).changed is True
+    assert [ok for ok, _ in asked] == [True, False]
+
+
 def test_same_image_on_the_idle_colour_is_still_a_change():
     # green runs the asked image but the proxy sends traffic to blue: a switch is needed
     state = read_state("app", upstream_to("blue"), {"blue": attrs(image_id=IMG_A), "green": attrs(image_id=IMG_B)})

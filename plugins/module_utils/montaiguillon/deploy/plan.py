@@ -233,10 +233,13 @@ class Decision:
     reason: str
 
 
-def decide_present(state, image_id, config=None):
-    """Is a deploy of ``image_id`` needed? Same image and configuration, running and routed: no.
+def decide_present(state, image_id, config=None, live_health=None):
+    """Is a deploy of ``image_id`` needed? Same image and configuration, running, healthy and routed: no.
 
     ``config``: the digest of the asked configuration (fingerprint.config_digest); None ignores it.
+    ``live_health``: a callable giving ``(ok, description)`` of one health probe of the live
+    container, asked only when everything else matches: a live release that stopped answering is
+    replaced by a fresh one of the same image instead of being reported as fine.
     """
     live = state.live
     if state.live_colour is None:
@@ -253,6 +256,12 @@ def decide_present(state, image_id, config=None):
         changes = config_changes(live.labels, config)
         if changes:
             return Decision(True, changes)
+    if live_health is not None:
+        healthy, detail = live_health()
+        if not healthy:
+            return Decision(
+                True, f"{state.live_colour} runs {short_id(image_id)} but fails its health check ({detail})"
+            )
     return Decision(False, f"{state.live_colour} already runs {short_id(image_id)} and serves the traffic")
 
 
