@@ -19,6 +19,9 @@ description:
     the idle colour is started again from that release's image, which must still be on the server."
   - O(state=status) only reads and returns the colours, their releases and health, the lock holder and the
     ledger.
+  - "O(state=present) is refused, in check mode too and before anything changes, while the proxy role's
+    maintenance flag C({proxy_conf_dir}/maintenance/on) exists: a restore runs behind that page, and a
+    deploy would migrate a half-restored database. A rollback (no migration) is not refused."
   - "B(Proxy contract): the module owns one file, C({proxy_conf_dir}/{name}-upstream.conf), containing
     C(upstream {proxy_upstream} { server {name}-{colour}:{port} max_fails=0; keepalive 32; }). The proxy's
     server blocks (written by the proxy role) C(proxy_pass http://{proxy_upstream};) with
@@ -946,6 +949,7 @@ class BlueGreenRelease:
     # --- state: present ---------------------------------------------------------------
 
     def present(self):
+        self.refuse_during_maintenance()
         if self.check_mode:
             return self.plan_present()
         try:
@@ -953,6 +957,17 @@ class BlueGreenRelease:
         except ReleaseFailure as failure:
             failure.result["steps"] = self.steps
             raise
+
+    def refuse_during_maintenance(self):
+        """No deploy behind the maintenance page: a restore may be rewriting the database under it."""
+        reason = self.proxy.maintenance_reason()
+        if reason is not None:
+            raise ReleaseFailure(
+                f"the maintenance page is on ({reason}): a restore or other work holds the site, and a deploy "
+                "now could migrate a half-restored database. Deploy once it is done; if nothing is running, "
+                "turn it off with playbooks/maintenance.yml -e maintenance=off",
+                {"changed": False},
+            )
 
     def plan_present(self):
         state = self.read_state()

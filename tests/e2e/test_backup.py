@@ -426,6 +426,11 @@ def test_maintenance_by_hand_on_then_off(playbook, served_site):
         assert Visitor().get(PROXY_HEALTH)[0] == 200
         again = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=on")
         assert again.rc == 0 and again.changed()[HOST] == 0
+        # No deploy behind the page (a restore may be rewriting the database): refused before any change.
+        live = shell("docker inspect -f '{{index .Config.Labels \"montaiguillon.image\"}}' app-blue app-green")
+        deploy = playbook("deploy.yml", "-l", "prod", "-e", f"app_image={live.stdout.split()[0]}")
+        assert deploy.rc != 0, deploy.output[-3000:]
+        assert "the maintenance page is on (playbooks/maintenance.yml" in deploy.output
     finally:
         off = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=off")
     assert off.rc == 0, off.output[-3000:]

@@ -395,6 +395,21 @@ def test_check_mode_reports_a_broken_live_release_as_a_change(h):
     assert h.live_colour() == "blue"
 
 
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_no_deploy_behind_the_maintenance_page(h, bg, check_mode):
+    h.deploy("site:1")
+    h.engine.add_image("site:2", "sha256:2222222222bb", "2.0")
+    flag = h.upstream.parent / "maintenance" / "on"
+    flag.parent.mkdir()
+    flag.write_text("restore of 20261204T010000Z-manual\n")
+    events, ledger = list(h.engine.events), h.ledger()
+    with pytest.raises(bg.ReleaseFailure, match=r"maintenance page is on \(restore of 20261204T010000Z-manual\)"):
+        h.manager(check_mode=check_mode, image="site:2").run()
+    assert h.engine.events == events and h.ledger() == ledger and h.live_colour() == "blue"
+    flag.unlink()
+    assert h.deploy("site:2")["changed"] is True
+
+
 def test_a_changed_variable_is_a_new_release_with_the_same_image(h):
     first = h.deploy("site:1")
     result = h.deploy("site:1", env={"DATABASE_PASSWORD": "s3cret", "DEBUG": True})

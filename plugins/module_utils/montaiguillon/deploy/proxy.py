@@ -18,6 +18,8 @@ NGINX_WORKERS_SCRIPT = (
     "done"
 )
 RELOAD_TIMEOUT = 5
+# The maintenance page's flag, relative to conf.d (roles/proxy/vars: __proxy_maintenance_flag).
+MAINTENANCE_FLAG = os.path.join("maintenance", "on")
 # The response header the proxy adds with the serving slot (roles/proxy's site.conf): the switch is
 # verified through the proxy by it, without the app's help.
 SLOT_HEADER = "X-Montaiguillon-Slot"
@@ -74,6 +76,11 @@ class Proxy:
                 f"proxy container {self.container} has no bind mount of {self.conf_dir}: "
                 "the upstream file may not reach it"
             )
+
+    def maintenance_reason(self):
+        """The reason in the maintenance flag (roles/proxy, ``conf.d/maintenance/on``), None when it is off."""
+        text = read_text(os.path.join(self.conf_dir, MAINTENANCE_FLAG))
+        return None if text is None else text.strip() or "maintenance"
 
     def point_at(self, upstream, server, port, comment, not_found_hint="", slot=None):
         """Write the upstream for ``server:port`` (and the slot stamp), test, reload, wait for old workers.
