@@ -32,14 +32,25 @@ def release_story(result):
 
 def release_table(entries):
     """The ledger as aligned lines, newest first."""
-    lines = [f"{'release':<34} {'outcome':<11} {'version':<16} {'revision':<13} {'when':<20} {'took':>7}  by"]
+    lines = [
+        f"{'release':<34} {'outcome':<11} {'version':<16} {'revision':<13} {'when':<20} {'took':>7}  "
+        f"{'snapshot':<36} by"
+    ]
     for entry in entries or []:
         lines.append(
             f"{entry.get('release', '-'):<34} {entry.get('outcome', '-'):<11} {entry.get('version') or '-'!s:<16} "
             f"{str(entry.get('revision') or '-')[:12]:<13} {str(entry.get('finished_at') or '-')[:19]:<20} "
-            f"{float(entry.get('duration_seconds') or 0):6.1f}s  {entry.get('requested_by') or '-'}"
+            f"{float(entry.get('duration_seconds') or 0):6.1f}s  {_snapshot_cell(entry.get('snapshot')):<36} "
+            f"{entry.get('requested_by') or '-'}"
         )
     return lines
+
+
+def _snapshot_cell(snapshot):
+    """``20261204T010054Z-pre-deploy``, ``... (pruned)`` once the backup role pruned it, ``-`` for none."""
+    if not isinstance(snapshot, dict) or not snapshot.get("id"):
+        return "-"
+    return f"{snapshot['id']} (pruned)" if snapshot.get("state") == "pruned" else str(snapshot["id"])
 
 
 class FilterModule:

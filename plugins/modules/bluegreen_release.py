@@ -456,7 +456,7 @@ from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine
 from ansible.module_utils.montaiguillon.common.files import read_text
 from ansible.module_utils.montaiguillon.deploy.confinement import Confinement, confinement_spec
 from ansible.module_utils.montaiguillon.deploy.fingerprint import config_digest
-from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
+from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger, with_snapshot_state
 from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, read_holder
 from ansible.module_utils.montaiguillon.deploy.plan import (
     COLOURS,
@@ -1449,7 +1449,7 @@ class BlueGreenRelease:
                 info["healthy"], info["health"] = False, "not running"
             colours[colour] = info
         history = self.p["history"]
-        releases = self.read_ledger()[-history:] if history else []
+        releases = with_snapshot_state(self.read_ledger()[-history:]) if history else []
         holder = read_holder(os.path.join(self.state_dir, DeployLock.FILE_NAME))
         return {
             "changed": False,

@@ -118,3 +118,12 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
 
 def test_read_text_of_a_missing_file_is_none(tmp_path):
     assert read_text(str(tmp_path / "nope")) is None
+
+
+def test_the_ledger_says_which_snapshots_were_pruned():
+    kept = {"id": "20261204T010054Z-pre-deploy", "path": "/b/20261204T010054Z-pre-deploy.sql.zst.age"}
+    gone = {"id": "20261101T080000Z-pre-deploy", "path": "/b/20261101T080000Z-pre-deploy.sql.zst.age"}
+    entries = [{"release": "r1", "snapshot": gone}, {"release": "r2", "snapshot": kept}, {"release": "r3"}]
+    out = release_ledger.with_snapshot_state(entries, exists=lambda path: path == kept["path"])
+    assert [e.get("snapshot", {}).get("state") for e in out] == ["pruned", "kept", None]
+    assert entries[0]["snapshot"] == gone  # what the ledger recorded is not rewritten

@@ -95,3 +95,19 @@ class ReleaseLedger:
     def previous(self, live_release_id):
         """The release that was live before ``live_release_id`` (rollback's default)."""
         return previous_release(self.read(), live_release_id)
+
+
+def with_snapshot_state(entries, exists=os.path.exists):
+    """Copies of ``entries`` whose pre-deploy snapshot says whether its file is still kept.
+
+    Snapshots live in their own retention pool (the backup role): an old release's snapshot is
+    pruned in time. The ledger keeps what it recorded and says ``kept`` or ``pruned`` beside it,
+    so nobody plans a restore from a file that is gone.
+    """
+    out = []
+    for entry in entries:
+        snapshot = entry.get("snapshot")
+        if isinstance(snapshot, dict) and snapshot.get("path"):
+            entry = {**entry, "snapshot": {**snapshot, "state": "kept" if exists(snapshot["path"]) else "pruned"}}
+        out.append(entry)
+    return out
