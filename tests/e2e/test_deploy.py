@@ -249,6 +249,27 @@ def live_colour(host):
     return "blue" if "app-blue" in upstream else "green"
 
 
+def kept_backups(server):
+    """Scheduled and manual backups on a server (what the stale-backup gate judges)."""
+    names = on_server(server, "ls", "/var/backups/montaiguillon/mysql").stdout.split()
+    return {n for n in names if n.endswith(("-scheduled.json", "-manual.json"))}
+
+
+def test_four_prod_deploys_in_a_row_all_pass_the_backup_gate(playbook, refs):
+    """Snapshots have their own retention pool: deploys never prune the scheduled backups the gate judges."""
+    server = lab_container("site.com")
+    before = kept_backups(server)
+    assert before, "the lab's prod has no scheduled or manual backup to judge"
+    for name in ("v1", "v2", "v1", "v2"):
+        run = deploy(playbook, "prod", refs[name][1])
+        assert run.rc == 0, run.output[-3000:]
+    assert before <= kept_backups(server)
+    ledger = on_server(server, "tail", "-n", "4", "/var/lib/montaiguillon/app/releases.jsonl").stdout.splitlines()
+    snapshots = [json.loads(line)["snapshot"]["path"] for line in ledger]
+    assert len(set(snapshots)) == 4  # each deploy took its own pre-deploy snapshot
+    assert on_server(server, "ls", *snapshots, check=False).returncode == 0  # and each is still kept
+
+
 def test_a_release_failing_after_the_switch_is_switched_back_automatically(playbook, refs):
     """Healthy at start, live, then unhealthy in the watch window: back to the previous slot (issue 16.4)."""
     (v1, _), (v2, _) = refs["v1"], refs["v2"]
