@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 
-.PHONY: pipeline-proof help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
+.PHONY: pipeline-proof alert-rules help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,11 +53,15 @@ site: ## Release the site from app/ (VERSION, default: the git revision) and dep
 
 lab: lab-up provision site ## The main job: set up, bring the lab up, provision dev.site and site.com, ship the site
 
-lint: setup ## yamllint, ansible-lint (production profile), ruff
+lint: setup ## yamllint, ansible-lint (production profile), ruff, the alert rules (promtool)
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check .
 	ruff format --check .
+	$(MAKE) --no-print-directory alert-rules
+
+alert-rules: setup ## The alert rules: promtool check and a promtool unit test per rule (promtool from Debian, in .cache)
+	MONTAIGUILLON_REQUIRE_PROMTOOL=1 pytest -q -p no:cacheprovider tests/unit/monitoring/test_alert_rules.py
 
 sanity: setup ## ansible-test sanity on a temporary collection copy of plugins/ (docs/quality.md)
 	lab/bin/sanity

@@ -1,6 +1,7 @@
 """A deploy (state=present), told as its steps."""
 
 import os
+from dataclasses import dataclass
 
 from ansible.module_utils.montaiguillon.common.clock import iso
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
@@ -18,6 +19,26 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     short_id,
 )
 from ansible.module_utils.montaiguillon.deploy.story import ReleaseFailure, StepFailed, went_live
+
+
+@dataclass
+class DeployRun:
+    """What one deploy has learnt so far: the ledger entry is written from it, whatever happens."""
+
+    ref: str
+    started_at: object
+    t0: float
+    state: object = None
+    serving: str = ""
+    image: dict = None
+    image_id: str = None
+    release: str = None
+    colour: str = None
+    version: str = None
+    revision: str = None
+    switch_seconds: float = None
+    touched: bool = False
+    switched: bool = False
 
 
 class PresentRelease:
@@ -112,132 +133,144 @@ class PresentRelease:
         return attrs
 
     def deploy(self):
-        started_at = self.now()
-        t0 = self.clock()
-        ref = self.p["image"]
-        ctx = {"image_id": None, "release": make_release_id(started_at, None), "colour": None, "version": None}
-        switched = touched = False
-        state = None
+        """The story: read state, plan, migrate, start, health, version, switch, verify, watch, keep warm,
+        prune, ledger (the lock is taken and released around it by ``locked``)."""
+        run = DeployRun(ref=self.p["image"], started_at=self.now(), t0=self.clock())
         try:
-            state = self.read_state_step()
-            before = state.live_summary()
-            previous_colour = state.live_colour
-            serving = self.serving_note(state)
-            image = self.resolve_image()
-            image_id = image["Id"]
-            ctx["image_id"] = image_id
-            with self.step("plan") as step:
-                live_health = (lambda: self.probe_health(state.live_colour)) if state.live_colour else None
-                decision = decide_present(state, image_id, self.config_for(image_id), live_health)
-                release_id = make_release_id(started_at, image_id)
-                target = choose_target_colour(state)
-                step.detail = decision.reason
-                if decision.changed:
-                    step.detail += f"; release {release_id} goes to {target}"
+            decision = self.plan_step(run)
             if not decision.changed:
-                return {
-                    "changed": False,
-                    "msg": decision.reason,
-                    "release": {},
-                    "live_colour": state.live_colour,
-                    "previous_colour": state.idle_colour if state.idle and state.idle.exists else None,
-                    "switch_seconds": None,
-                    "pruned_images": [],
-                    "diff": {"before": before, "after": before},
-                }
-            ctx["release"] = release_id
-            ctx["colour"] = target
-
+                return self.unchanged(run.state, decision)
             if self.p.get("migrate_command"):
-                self.migrate(image_id, release_id, serving)
-
-            touched = True
-            self.start_and_wait(target, image_id, ref, release_id, self.p.get("revision"), image, serving)
-
-            version, revision = self.identify(target, image, state, serving)
-            ctx["version"] = version
-
-            with self.step("switch") as step:
-                switch_seconds = self.switch_to(target, f"live: {target}, release {release_id}, image {ref}")
-                switched = True
-                ctx["switch_seconds"] = round(switch_seconds, 3)
-                step.detail = (
-                    f"proxy now sends {self.p['proxy_upstream']} to {self.cname(target)}:{self.p['port']} "
-                    f"({switch_seconds:.3f} s)"
-                )
-
-            try:
-                with self.step("verify") as step:
-                    attempts, _last = self.verify_proxy(target)
-                    step.detail = f"{self.p['verify_url']} is served by {target} ({attempts} tries)"
-                if self.p["verify_window"] > 0:
-                    with self.step("watch") as step:
-                        probes = self.watch(target)
-                        step.detail = (
-                            f"{probes} probes of {self.cname(target)} and the proxy over {self.p['verify_window']:g} s"
-                        )
-            except StepFailed as exc:
-                raise self.switch_back(exc, state, target) from exc
-
-            with self.step("keep warm") as step:
-                if previous_colour and state.live is not None and state.live.exists:
-                    step.detail = (
-                        f"{self.cname(previous_colour)} (release {state.live.release}) stays running for a rollback"
-                    )
-                else:
-                    step.detail = "no previous release to keep"
-
-            entry = self.entry(
-                release=release_id,
-                image=ref,
-                image_id=image_id,
-                config=self.config_for(image_id),
-                version=version,
-                revision=self.p.get("revision") or revision,
-                started_at=iso(started_at),
-                duration_seconds=round(self.clock() - t0, 3),
-                switch_seconds=ctx["switch_seconds"],
-                outcome=OUTCOME_SUCCESS,
-                colour=target,
-                previous_release=before["live_release"],
-                message=f"{target} is live with release {release_id}" + (f" (version {version})" if version else ""),
+                self.migrate(run.image_id, run.release, run.serving)
+            run.touched = True
+            self.start_and_wait(
+                run.colour, run.image_id, run.ref, run.release, self.p.get("revision"), run.image, run.serving
             )
-            pruned = self.prune(entry, state, image_id)
+            run.version, run.revision = self.identify(run.colour, run.image, run.state, run.serving)
+            self.switch_step(run)
+            self.verify_and_watch(run)
+            self.keep_warm_step(run.state)
+            entry = self.success_entry(run)
+            pruned = self.prune(entry, run.state, run.image_id)
         except (StepFailed, DockerError, ReleaseError, OSError) as exc:
-            outcome = getattr(exc, "outcome", OUTCOME_FAILED)
-            message = str(exc)
-            if isinstance(exc, OSError):
-                message = f"{exc.__class__.__name__}: {exc}"
-            entry = self.entry(
-                release=ctx["release"],
-                image=ref,
-                image_id=ctx["image_id"],
-                version=ctx["version"],
-                started_at=iso(started_at),
-                duration_seconds=round(self.clock() - t0, 3),
-                switch_seconds=ctx.get("switch_seconds"),
-                outcome=outcome,
-                colour=ctx["colour"],
-                previous_release=state.live_summary()["live_release"] if state else None,
-                message=message,
-            )
-            self.record(entry)
-            after_state = self.read_state_quietly()
-            raise ReleaseFailure(
-                message,
-                {
-                    "changed": switched or touched,
-                    "release": entry,
-                    "live_colour": after_state.live_colour if after_state else None,
-                    "previous_colour": state.live_colour if state else None,
-                    "switch_seconds": ctx.get("switch_seconds"),
-                    "pruned_images": [],
-                },
-            ) from exc
+            raise self.deploy_failed(run, exc) from exc
         self.record(entry)
-        result = went_live(entry, before, target, ref, previous_colour, ctx["switch_seconds"])
+        result = went_live(
+            entry, run.state.live_summary(), run.colour, run.ref, run.state.live_colour, run.switch_seconds
+        )
         result["pruned_images"] = pruned
         return result
+
+    def plan_step(self, run):
+        """Read the state, resolve the image, decide: a new release on the idle colour, or nothing."""
+        run.state = state = self.read_state_step()
+        run.serving = self.serving_note(state)
+        run.image = self.resolve_image()
+        run.image_id = run.image["Id"]
+        with self.step("plan") as step:
+            live_health = (lambda: self.probe_health(state.live_colour)) if state.live_colour else None
+            decision = decide_present(state, run.image_id, self.config_for(run.image_id), live_health)
+            step.detail = decision.reason
+            if decision.changed:
+                run.release = make_release_id(run.started_at, run.image_id)
+                run.colour = choose_target_colour(state)
+                step.detail += f"; release {run.release} goes to {run.colour}"
+        return decision
+
+    @staticmethod
+    def unchanged(state, decision):
+        before = state.live_summary()
+        return {
+            "changed": False,
+            "msg": decision.reason,
+            "release": {},
+            "live_colour": state.live_colour,
+            "previous_colour": state.idle_colour if state.idle and state.idle.exists else None,
+            "switch_seconds": None,
+            "pruned_images": [],
+            "diff": {"before": before, "after": before},
+        }
+
+    def switch_step(self, run):
+        with self.step("switch") as step:
+            target = run.colour
+            seconds = self.switch_to(target, f"live: {target}, release {run.release}, image {run.ref}")
+            run.switched = True
+            run.switch_seconds = round(seconds, 3)
+            step.detail = (
+                f"proxy now sends {self.p['proxy_upstream']} to {self.cname(target)}:{self.p['port']} ({seconds:.3f} s)"
+            )
+
+    def verify_and_watch(self, run):
+        """The new colour is served through the proxy, then watched; any failure switches back."""
+        target = run.colour
+        try:
+            with self.step("verify") as step:
+                attempts, _last = self.verify_proxy(target)
+                step.detail = f"{self.p['verify_url']} is served by {target} ({attempts} tries)"
+            if self.p["verify_window"] > 0:
+                with self.step("watch") as step:
+                    probes = self.watch(target)
+                    window = self.p["verify_window"]
+                    step.detail = f"{probes} probes of {self.cname(target)} and the proxy over {window:g} s"
+        except StepFailed as exc:
+            raise self.switch_back(exc, run.state, target) from exc
+
+    def keep_warm_step(self, state):
+        with self.step("keep warm") as step:
+            if state.live_colour and state.live is not None and state.live.exists:
+                previous = self.cname(state.live_colour)
+                step.detail = f"{previous} (release {state.live.release}) stays running for a rollback"
+            else:
+                step.detail = "no previous release to keep"
+
+    def success_entry(self, run):
+        version = run.version
+        return self.entry(
+            release=run.release,
+            image=run.ref,
+            image_id=run.image_id,
+            config=self.config_for(run.image_id),
+            version=version,
+            revision=self.p.get("revision") or run.revision,
+            started_at=iso(run.started_at),
+            duration_seconds=round(self.clock() - run.t0, 3),
+            switch_seconds=run.switch_seconds,
+            outcome=OUTCOME_SUCCESS,
+            colour=run.colour,
+            previous_release=run.state.live_summary()["live_release"],
+            message=f"{run.colour} is live with release {run.release}" + (f" (version {version})" if version else ""),
+        )
+
+    def deploy_failed(self, run, exc):
+        """Record the failed run in the ledger; the ``ReleaseFailure`` the module reports."""
+        message = f"{exc.__class__.__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
+        entry = self.entry(
+            release=run.release or make_release_id(run.started_at, None),
+            image=run.ref,
+            image_id=run.image_id,
+            version=run.version,
+            started_at=iso(run.started_at),
+            duration_seconds=round(self.clock() - run.t0, 3),
+            switch_seconds=run.switch_seconds,
+            outcome=getattr(exc, "outcome", OUTCOME_FAILED),
+            colour=run.colour,
+            previous_release=run.state.live_summary()["live_release"] if run.state else None,
+            message=message,
+        )
+        self.record(entry)
+        after_state = self.read_state_quietly()
+        return ReleaseFailure(
+            message,
+            {
+                "changed": run.switched or run.touched,
+                "release": entry,
+                "live_colour": after_state.live_colour if after_state else None,
+                "previous_colour": run.state.live_colour if run.state else None,
+                "switch_seconds": run.switch_seconds,
+                "pruned_images": [],
+            },
+        )
 
     def read_state_step(self):
         """The story's first step: the proxy is there, then which colour is live and what runs."""

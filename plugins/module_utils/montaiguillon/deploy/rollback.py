@@ -101,50 +101,24 @@ class RollbackRelease:
             raise
 
     def rollback(self, state_before_lock, target):
-        started_at = self.now()
-        t0 = self.clock()
-        switched = False
-        colour = None
-        state = state_before_lock
+        """The story: read state, plan (warm or cold), start if cold, version, switch, verify, ledger."""
+        started_at, t0 = self.now(), self.clock()
+        switched, colour, state = False, None, state_before_lock
         try:
             state = self.read_state_step()
             before = state.live_summary()
             colour = choose_target_colour(state)
-            idle = state.colours[colour]
             serving = self.serving_note(state)
-            warm = False
-            with self.step("plan") as step:
-                if idle.exists and idle.running and idle.release == target["release"]:
-                    ok, last = self.probe_health(colour)
-                    warm = ok
-                    step.detail = f"{self.cname(colour)} still runs release {target['release']}" + (
-                        ": warm, only the proxy switches" if ok else f" but is unhealthy ({last}): starting it again"
-                    )
-                else:
-                    step.detail = f"{self.cname(colour)} does not run release {target['release']}: starting it again"
+            warm = self.plan_rollback_step(state, colour, target)
             if not warm:
-                image_id = target.get("image_id")
-                image = self.engine.local_image(image_id) if image_id else None
-                if image is None:
-                    raise StepFailed(
-                        f"the image of release {target['release']} ({target.get('image')}, {short_id(image_id)}) "
-                        "is no longer on the server (pruned?); deploy it again with state=present "
-                        f"image={target.get('image')}; {serving}"
-                    )
-                self.start_and_wait(
-                    colour, image_id, target.get("image"), target["release"], target.get("revision"), image, serving
-                )
-            version = target.get("version")
-            if self.p["version_path"]:
-                with self.step("version") as step:
-                    version, _revision = self.read_version(colour)
-                    step.detail = f"{self.cname(colour)} reports version {version}"
+                self.start_again(colour, target, serving)
+            version = self.rollback_version(colour, target)
             with self.step("switch") as step:
                 seconds = self.switch_to(colour, f"live: {colour}, release {target['release']} (rollback)")
                 switched = True
                 step.detail = f"proxy now sends {self.p['proxy_upstream']} to {self.cname(colour)} ({seconds:.3f} s)"
             with self.step("verify") as step:
-                attempts, last = self.verify_proxy(colour)
+                attempts, _last = self.verify_proxy(colour)
                 step.detail = f"{self.p['verify_url']} is served by {colour} ({attempts} tries)"
             entry = self.entry(
                 release=target["release"],
@@ -165,28 +139,68 @@ class RollbackRelease:
                 ),
             )
         except (StepFailed, DockerError, ReleaseError, OSError) as exc:
-            entry = self.entry(
-                release=target["release"],
-                image=target.get("image"),
-                image_id=target.get("image_id"),
-                revision=target.get("revision"),
-                started_at=iso(started_at),
-                duration_seconds=round(self.clock() - t0, 3),
-                outcome=OUTCOME_FAILED,
-                colour=colour,
-                previous_release=state.live_summary()["live_release"],
-                message=f"rollback failed: {exc}",
-            )
-            self.record(entry)
-            after_state = self.read_state_quietly()
-            raise ReleaseFailure(
-                f"rollback to {target['release']} failed: {exc}",
-                {
-                    "changed": switched,
-                    "release": entry,
-                    "live_colour": after_state.live_colour if after_state else None,
-                    "previous_colour": state.live_colour,
-                },
-            ) from exc
+            raise self.rollback_failed(exc, target, state, colour, switched, started_at, t0) from exc
         self.record(entry)
         return went_live(entry, before, colour, target.get("image"), before["live_colour"], entry["switch_seconds"])
+
+    def plan_rollback_step(self, state, colour, target):
+        """True when the idle colour still runs the target release and answers: only the proxy switches."""
+        idle = state.colours[colour]
+        with self.step("plan") as step:
+            if not (idle.exists and idle.running and idle.release == target["release"]):
+                step.detail = f"{self.cname(colour)} does not run release {target['release']}: starting it again"
+                return False
+            ok, last = self.probe_health(colour)
+            step.detail = f"{self.cname(colour)} still runs release {target['release']}" + (
+                ": warm, only the proxy switches" if ok else f" but is unhealthy ({last}): starting it again"
+            )
+            return ok
+
+    def start_again(self, colour, target, serving):
+        """A cold rollback: the release's image, still on the server, started on ``colour``."""
+        image_id = target.get("image_id")
+        image = self.engine.local_image(image_id) if image_id else None
+        if image is None:
+            raise StepFailed(
+                f"the image of release {target['release']} ({target.get('image')}, {short_id(image_id)}) "
+                "is no longer on the server (pruned?); deploy it again with state=present "
+                f"image={target.get('image')}; {serving}"
+            )
+        self.start_and_wait(
+            colour, image_id, target.get("image"), target["release"], target.get("revision"), image, serving
+        )
+
+    def rollback_version(self, colour, target):
+        """The version the colour reports (with a version path), else the one the ledger recorded."""
+        if not self.p["version_path"]:
+            return target.get("version")
+        with self.step("version") as step:
+            version, _revision = self.read_version(colour)
+            step.detail = f"{self.cname(colour)} reports version {version}"
+        return version
+
+    def rollback_failed(self, exc, target, state, colour, switched, started_at, t0):
+        """Record the failed rollback; the ``ReleaseFailure`` the module reports."""
+        entry = self.entry(
+            release=target["release"],
+            image=target.get("image"),
+            image_id=target.get("image_id"),
+            revision=target.get("revision"),
+            started_at=iso(started_at),
+            duration_seconds=round(self.clock() - t0, 3),
+            outcome=OUTCOME_FAILED,
+            colour=colour,
+            previous_release=state.live_summary()["live_release"],
+            message=f"rollback failed: {exc}",
+        )
+        self.record(entry)
+        after_state = self.read_state_quietly()
+        return ReleaseFailure(
+            f"rollback to {target['release']} failed: {exc}",
+            {
+                "changed": switched,
+                "release": entry,
+                "live_colour": after_state.live_colour if after_state else None,
+                "previous_colour": state.live_colour,
+            },
+        )
