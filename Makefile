@@ -53,12 +53,13 @@ site: ## Release the site from app/ (VERSION, default: the git revision) and dep
 
 lab: lab-up provision site ## The main job: set up, bring the lab up, provision dev.site and site.com, ship the site
 
-lint: setup ## yamllint, ansible-lint (production profile), ruff, the alert rules (promtool)
+lint: setup ## yamllint, ansible-lint (production profile), ruff, the alert rules (promtool), ansible-test sanity
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check .
 	ruff format --check .
 	$(MAKE) --no-print-directory alert-rules
+	$(MAKE) --no-print-directory sanity
 
 alert-rules: setup ## The alert rules: promtool check and a promtool unit test per rule (promtool from Debian, in .cache)
 	MONTAIGUILLON_REQUIRE_PROMTOOL=1 pytest -q -p no:cacheprovider tests/unit/monitoring/test_alert_rules.py

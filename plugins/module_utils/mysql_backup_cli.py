@@ -266,7 +266,7 @@ def job_offsite(config, reporter):
 
 def job_drill(config, reporter, backup="latest"):
     backup_dir = config["backup_dir"]
-    entry, _ = lib.load_backup(backup_dir, backup, config["database"], reporter.warn)
+    entry, _sha256 = lib.load_backup(backup_dir, backup, config["database"], reporter.warn)
     api = lib.docker_api(config.get("docker_host"))
     result = lib.run_drill(
         api,

@@ -42,19 +42,9 @@ import tempfile
 import threading
 import time
 
-try:
-    import docker
-    from docker.errors import DockerException
-
-    HAS_DOCKER = True
-except ImportError:  # pragma: no cover - reported by the modules
-    docker = None
-    DockerException = Exception
-    HAS_DOCKER = False
-
 from ansible.module_utils.cpu_cgroup import joined as joined_cpu_cgroup
 from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso, utcnow
-from ansible.module_utils.montaiguillon.common.docker_engine import DockerError, get_client
+from ansible.module_utils.montaiguillon.common.docker_engine import DockerError, DockerException, get_client
 from ansible.module_utils.montaiguillon.common.files import (
     FileWriteError,
     atomic_write_json,
@@ -224,7 +214,7 @@ def select_retention(backups, policy, protect=()):
         key=lambda b: (b[1], id_sort_key(b[0])),
         reverse=True,
     )
-    keep = {bid for bid, _ in ordered[: max(0, int(policy.get("keep_last") or 0))]}
+    keep = {bid for bid, _when in ordered[: max(0, int(policy.get("keep_last") or 0))]}
     for name, bucket in _BUCKETS:
         limit = max(0, int(policy.get(name) or 0))
         seen = set()
@@ -235,7 +225,7 @@ def select_retention(backups, policy, protect=()):
             if key not in seen:
                 seen.add(key)
                 keep.add(bid)
-    known = {bid for bid, _ in ordered}
+    known = {bid for bid, _when in ordered}
     keep.update(bid for bid in protect if bid in known)
     return keep
 
@@ -274,7 +264,7 @@ def plan_retention(entries, policy, database, extra=None, now=None):
         pairs.append(extra)
     if not pairs:
         return [], []
-    now = now or max(when for _, when in pairs)
+    now = now or max(when for _bid, when in pairs)
     ladder = [p for p in pairs if _kind_of(p[0]) in LADDER_KINDS]
     snapshots = [p for p in pairs if _kind_of(p[0]) not in LADDER_KINDS]
     protect = {max(group, key=lambda p: (p[1], id_sort_key(p[0])))[0] for group in (ladder, snapshots) if group}
@@ -283,7 +273,7 @@ def plan_retention(entries, policy, database, extra=None, now=None):
         protect.add(max(verified, key=lambda e: (e["taken_at"], id_sort_key(e["id"])))["id"])
     keep = select_retention(ladder, policy, protect) | select_snapshots(snapshots, policy, now) | protect
     order = sorted(pairs, key=lambda p: (p[1], id_sort_key(p[0])), reverse=True)
-    return [bid for bid, _ in order if bid in keep], [bid for bid, _ in order if bid not in keep]
+    return [bid for bid, _when in order if bid in keep], [bid for bid, _when in order if bid not in keep]
 
 
 # --------------------------------------------------------------------------
@@ -1728,7 +1718,7 @@ def run_backup(
 def apply_retention(backup_dir, database, policy):
     """Prune per ``policy`` (caller holds the lock); return the pruned ids."""
     entries = list_backups(backup_dir, database)
-    _, prune = plan_retention(entries, policy, database)
+    _keep, prune = plan_retention(entries, policy, database)
     by_id = {e["id"]: e for e in entries}
     for backup_id in prune:
         remove_backup(backup_dir, by_id[backup_id])
@@ -1965,7 +1955,7 @@ def replay_binlogs(
         if reader_code != 0:
             detail = reader.stderr_text().strip()[-800:]
             raise BackupError(f"{tools['binlog']} exited with code {reader_code}: {detail}")
-    return {"from": binlog, "stop_datetime": iso(stop_at), "files": [name for name, _ in sequence]}
+    return {"from": binlog, "stop_datetime": iso(stop_at), "files": [name for name, _size in sequence]}
 
 
 # ---- Binlog shipping --------------------------------------------------------
@@ -1991,7 +1981,7 @@ def shipped_binlogs(backup_dir):
 
 def binlog_number(name):
     """``("mysql-bin", 12)`` for ``mysql-bin.000012``."""
-    prefix, _, number = name.rpartition(".")
+    prefix, _dot, number = name.rpartition(".")
     return prefix, int(number) if number.isdigit() else -1
 
 

@@ -47,7 +47,7 @@ description:
     the version C(/version) reported is in the ledger entry."
 version_added: "0.1.0"
 author:
-  - Montaiguillon infrastructure
+  - Montaiguillon infrastructure (@montaiguillon)
 requirements:
   - Python 3.11 on the server
   - The Docker SDK for Python 5.0.3 or later on the server (Debian 12 package C(python3-docker))
@@ -448,8 +448,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerEngine, DockerError, get_client
 from ansible.module_utils.montaiguillon.deploy.confinement import Confinement, confinement_spec
 from ansible.module_utils.montaiguillon.deploy.plan import ReleaseError, validate_params
-from ansible.module_utils.montaiguillon.deploy.probe import ProbeError  # noqa: F401 - tests fake probes with it
-from ansible.module_utils.montaiguillon.deploy.proxy import Proxy  # noqa: F401 - tests patch its switch
 from ansible.module_utils.montaiguillon.deploy.release import BlueGreenRelease
 from ansible.module_utils.montaiguillon.deploy.secret_files import name_errors
 from ansible.module_utils.montaiguillon.deploy.story import ReleaseFailure

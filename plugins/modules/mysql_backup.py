@@ -25,7 +25,7 @@ description:
   - With O(state=list), lists the backups (newest first) with their manifests and drill results.
   - Backups, restores and pruning of one O(backup_dir) are serialised by a lock file C({backup_dir}/.lock).
 version_added: "0.1.0"
-author: Montaiguillon infrastructure
+author: Montaiguillon infrastructure (@montaiguillon)
 options:
   state:
     description:
@@ -139,7 +139,8 @@ attributes:
     platforms: posix
   idempotent:
     support: none
-    details: Every run with O(state=present) takes a new backup (C(changed=true)); O(state=list) never changes anything.
+    description:
+      - Every run with O(state=present) takes a new backup (C(changed=true)); O(state=list) never changes anything.
 notes:
   - Consistency with C(--single-transaction) covers transactional (InnoDB) tables only.
   - Backup files are mode 0600; the dump holds every row of the database.
@@ -232,16 +233,16 @@ backups:
     problems: {description: What is wrong when not complete, type: list}
     path: {description: Dump file, type: str}
     manifest: {description: The manifest, type: dict}
-    drill: {description: The last drill record, or null, type: dict}
-    checksum_ok: {description: With O(verify_checksums), whether the sha256 matches, type: bool}
+    drill: {description: "The last drill record, or null", type: dict}
+    checksum_ok: {description: "With O(verify_checksums), whether the sha256 matches", type: bool}
 freshness:
   description: With O(max_age_hours), whether the backups are fresh enough to deploy.
   returned: state is list and max_age_hours is set
   type: dict
   contains:
     ok: {description: The newest good scheduled or manual backup is young enough, type: bool}
-    newest: {description: Its id, or null when there is none, type: str}
-    age_hours: {description: Its age in hours (one decimal), or null, type: float}
+    newest: {description: "Its id, or null when there is none", type: str}
+    age_hours: {description: "Its age in hours (one decimal), or null", type: float}
     reason: {description: "The judgement in words, e.g. C(the newest good backup (ID) is 47.9 h old)", type: str}
 latest_good:
   description: Id of the newest complete backup (checksum verified too with O(verify_checksums)), or null.
@@ -313,7 +314,7 @@ class BackupManager:
         for entry in entries:
             item = public_entry(entry)
             if self.params["verify_checksums"] and entry["status"] == "complete":
-                ok, _, message = verify_backup_file(entry["path"], entry["manifest"])
+                ok, _detail, message = verify_backup_file(entry["path"], entry["manifest"])
                 item["checksum_ok"] = ok
                 if not ok:
                     item["problems"] = [*item["problems"], message.replace("; nothing was changed", "")]
@@ -354,7 +355,7 @@ class BackupManager:
         pruned = []
         if params["prune"]:
             entries = list_backups(backup_dir, params["database"])
-            _, pruned = plan_retention(entries, params["retention"], params["database"], extra=(backup_id, now))
+            _kept, pruned = plan_retention(entries, params["retention"], params["database"], extra=(backup_id, now))
         backup = {
             "id": backup_id,
             "status": "planned",

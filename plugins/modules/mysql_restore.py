@@ -19,7 +19,7 @@ description:
     removes the container, writes C({id}.drill.json) and marks the manifest C(verified).
   - The restore and the binlog replay are not written to the server's binary log unless O(log_restore) is set.
 version_added: "0.1.0"
-author: Montaiguillon infrastructure
+author: Montaiguillon infrastructure (@montaiguillon)
 options:
   mode:
     description: What to do with the backup.
@@ -94,7 +94,7 @@ attributes:
     platforms: posix
   idempotent:
     support: none
-    details: V(restore) and V(drill) always act; V(verify) never changes anything.
+    description: V(restore) and V(drill) always act; V(verify) never changes anything.
 notes:
   - Stop the application's writers before a restore; the database is dropped and recreated.
   - The drill container is named C({container}-drill-{random}) and carries the label C(montaiguillon.backup-drill).

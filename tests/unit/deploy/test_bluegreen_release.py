@@ -17,6 +17,8 @@ from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
 from ansible.module_utils.montaiguillon.common.files import read_text
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
 from ansible.module_utils.montaiguillon.deploy.plan import LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_RELEASE, parse_upstream
+from ansible.module_utils.montaiguillon.deploy.probe import ProbeError
+from ansible.module_utils.montaiguillon.deploy.proxy import Proxy
 
 VERIFY_URL = "https://127.0.0.1:18443/version"
 SLOT_BLUE = "# Managed by the bluegreen_release module: the slot the proxy names in X-Montaiguillon-Slot.\n" + (
@@ -189,7 +191,7 @@ class FakeProbe:
     def app_answer(self, name, container, path):
         behaviour = container["behaviour"]
         if not container["State"]["Running"]:
-            raise self.module.ProbeError(f"GET {path}: ConnectionRefusedError")
+            raise ProbeError(f"GET {path}: ConnectionRefusedError")
         version = behaviour["version"]
         headers = {"x-app-version": behaviour.get("header", version)}
         if path == "/health":
@@ -206,7 +208,7 @@ class FakeProbe:
     def get(self, url, timeout=2.0, host=None, verify_tls=True):
         if url == VERIFY_URL:
             if self.proxy_down:
-                raise self.module.ProbeError(f"GET {url}: ConnectionRefusedError")
+                raise ProbeError(f"GET {url}: ConnectionRefusedError")
             with open(self.upstream_path, encoding="utf-8") as handle:
                 colour = parse_upstream(handle.read(), "app")
             name = f"app-{colour}"
@@ -223,7 +225,7 @@ class FakeProbe:
         ip, _, path = rest.partition("/")
         name, container = self.engine.by_ip(ip.split(":")[0])
         if container is None:
-            raise self.module.ProbeError(f"GET {url}: no route to host")
+            raise ProbeError(f"GET {url}: no route to host")
         return self.app_answer(name, container, "/" + path)
 
 
@@ -660,14 +662,14 @@ def test_an_app_with_only_a_health_path_is_deployed_and_verified_by_the_proxy_st
 def test_a_proxy_that_does_not_stamp_the_new_slot_is_switched_back(h, bg, monkeypatch):
     h.deploy("site:1")
     slot_file = h.conf_dir / "app-slot.conf"
-    original_point_at = h.module.Proxy.point_at
+    original_point_at = Proxy.point_at
 
     def point_without_stamp(proxy, *args, **kwargs):
         seconds = original_point_at(proxy, *args, **kwargs)
         slot_file.write_text(SLOT_BLUE)  # as if nginx kept naming the old slot
         return seconds
 
-    monkeypatch.setattr(h.module.Proxy, "point_at", point_without_stamp)
+    monkeypatch.setattr(Proxy, "point_at", point_without_stamp)
     with pytest.raises(bg.ReleaseFailure) as caught:
         h.deploy("site:2", verify_timeout=2)
     assert "from slot 'blue' (X-Montaiguillon-Slot), waiting for 'green'" in str(caught.value)

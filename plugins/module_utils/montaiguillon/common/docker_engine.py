@@ -80,7 +80,7 @@ AUTH_REFUSED = re.compile(r"no basic auth credentials|unauthorized|authenticatio
 def registry_of(ref):
     """The registry an image reference pulls from (docker.io when it names none)."""
     name = ref.split("@", 1)[0]
-    first, slash, _ = name.partition("/")
+    first, slash, _rest = name.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
         return first
     return "docker.io"

@@ -19,7 +19,7 @@ class FileWriteError(OSError):
     """A write that failed, with ``describe_os_error``'s message; ``path`` unchanged."""
 
     def __str__(self):
-        return self.strerror  # the sentence alone, without OSError's "[Errno N]" prefix
+        return str(self.strerror)  # the sentence alone, without OSError's "[Errno N]" prefix
 
 
 def describe_os_error(exc, path, action="writing"):

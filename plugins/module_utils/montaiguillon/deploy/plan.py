@@ -14,6 +14,7 @@ file text) so it can be unit tested without an engine:
 import re
 from dataclasses import dataclass, field
 from datetime import UTC
+from typing import Optional
 
 from ansible.module_utils.montaiguillon.deploy.fingerprint import LABEL_CONFIG, config_changes
 
@@ -148,11 +149,12 @@ class ColourState:
     exists: bool = False
     running: bool = False
     status: str = "absent"
-    image_id: str | None = None
-    image: str | None = None
-    release: str | None = None
-    revision: str | None = None
-    version: str | None = None
+    # Optional, not `str | None`: ansible-test's pylint reads module_utils as Python before 3.10 would.
+    image_id: Optional[str] = None  # noqa: UP045
+    image: Optional[str] = None  # noqa: UP045
+    release: Optional[str] = None  # noqa: UP045
+    revision: Optional[str] = None  # noqa: UP045
+    version: Optional[str] = None  # noqa: UP045
     labels: dict = field(default_factory=dict)
 
     def summary(self):
@@ -192,7 +194,7 @@ class DeployState:
     """Both colours and which one the proxy sends traffic to."""
 
     colours: dict
-    live_colour: str | None
+    live_colour: Optional[str]  # noqa: UP045
 
     @property
     def live(self):
