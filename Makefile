@@ -61,8 +61,9 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, the alert rule
 	$(MAKE) --no-print-directory alert-rules
 	$(MAKE) --no-print-directory sanity
 
-alert-rules: setup ## The alert rules: promtool check and a promtool unit test per rule (promtool from Debian, in .cache)
-	MONTAIGUILLON_REQUIRE_PROMTOOL=1 pytest -q -p no:cacheprovider tests/unit/monitoring/test_alert_rules.py
+alert-rules: setup ## The alert rules (promtool check, a unit test per rule) and Alertmanager's config (amtool), tools from Debian in .cache
+	MONTAIGUILLON_REQUIRE_PROMTOOL=1 pytest -q -p no:cacheprovider tests/unit/monitoring/test_alert_rules.py \
+	  tests/unit/test_monitoring_delivery.py
 
 sanity: setup ## ansible-test sanity on a temporary collection copy of plugins/ (docs/quality.md)
 	lab/bin/sanity

@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles/monitoring"
-PROMTOOL = ROOT / "scripts/promtool"
+TOOL = ROOT / "scripts/prometheus-tool"
 DEFAULTS = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
 LAB = {**DEFAULTS, "monitoring_alert_for": "1m", "monitoring_site_down_for": "1m", "monitoring_backup_max_age_hours": 1}
 H, D = 3600, 86400
@@ -34,10 +34,10 @@ def render(variables):
 
 
 def promtool(*args):
-    installed = shutil.which("promtool") or (ROOT / ".cache/promtool/usr/bin/promtool").exists()
+    installed = shutil.which("promtool") or (ROOT / ".cache/prometheus-tools/promtool").exists()
     if not installed and not os.environ.get("MONTAIGUILLON_REQUIRE_PROMTOOL"):
         pytest.skip("promtool is not installed here: `make alert-rules` installs and runs it (make lint runs it)")
-    return subprocess.run([str(PROMTOOL), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(TOOL), "promtool", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(params=[DEFAULTS, LAB], ids=["production", "lab"])
