@@ -117,7 +117,7 @@ define require_env
 	@case "$${ENV:-}" in test|prod) ;; *) echo "usage: make $@ ENV=test|prod$(1)" >&2; exit 2;; esac
 endef
 
-.PHONY: pipeline pipeline-e2e unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now maintenance smoke-site \
+.PHONY: pipeline pipeline-e2e unit-infra site-test site-image molecule-scenario deploy-to rollback-env backup-now drill maintenance smoke-site \
 	workflows-check actionlint bench-pipeline hooks deploy-tools
 
 # Jobs that hold deploy secrets set TOOLS=deploy: the deploy verbs then install
@@ -169,6 +169,10 @@ rollback-env: $(VERB_TOOLS) ## Roll ENV (test|prod) back to its previous release
 backup-now: $(VERB_TOOLS) ## Back ENV (test|prod) up now (backup.yml)
 	$(call require_env)
 	ansible-playbook backup.yml -i "$(INVENTORY)" -l "$$ENV"
+
+drill: $(VERB_TOOLS) ## Restore drill of ENV (test|prod)'s newest backup; the identity comes for its length (playbooks/backup_drill.yml)
+	$(call require_env)
+	ansible-playbook playbooks/backup_drill.yml -i "$(INVENTORY)" -l "$$ENV"
 
 maintenance: $(VERB_TOOLS) ## The maintenance page of ENV (test|prod) on or off: MODE=on|off (playbooks/maintenance.yml)
 	$(call require_env, MODE=on|off)

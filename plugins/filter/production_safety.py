@@ -1,6 +1,7 @@
 """Would this server's data be safe? What playbooks/preflight.yml refuses, as named problems.
 
-A prod server whose backups would be plaintext or stay on the server, and any
+A prod server whose backups would be plaintext, stay on the server, or be
+decryptable with a key kept on the server, and any
 server whose secrets are still the example vault's CHANGE-ME placeholders, is
 refused before anything changes, unless the matching opt-out is set (each one
 names exactly what it lets through).
@@ -17,7 +18,7 @@ description:
 positional: _input
 options:
   _input:
-    description: C(environment), C(backup_encrypt), C(backup_offsite_enabled) of the server.
+    description: C(environment), C(backup_encrypt), C(backup_offsite_enabled), C(backup_age_identity_on_server).
     type: dict
     required: true
   values:
@@ -50,6 +51,11 @@ def backup_problems(settings):
     if not _truthy(settings.get("backup_offsite_enabled")):
         problems.append(
             "backup_offsite_enabled is off: prod's only backups would sit on the disk of the database they protect"
+        )
+    if _truthy(settings.get("backup_encrypt")) and _truthy(settings.get("backup_age_identity_on_server", True)):
+        problems.append(
+            "backup_age_identity_on_server is on: whoever reads prod's disk could decrypt every backup; "
+            "restores and drills bring the identity for their length only (make drill ENV=prod)"
         )
     return problems
 

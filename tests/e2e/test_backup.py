@@ -529,8 +529,17 @@ def test_a_failed_run_is_visible_in_exit_code_status_and_log():
     assert shell("montaiguillon-backup status", check=False).returncode == 0
 
 
+IDENTITY_FILES = ("/etc/montaiguillon/backup/age-identity.txt", "/run/montaiguillon-backup/age-identity.txt")
+
+
+def test_prod_keeps_no_decryption_identity_and_no_unattended_drill():
+    """As in production: whoever reads site.com's disk cannot decrypt its backups (issue 15.2)."""
+    assert shell(f"ls {' '.join(IDENTITY_FILES)}", check=False).returncode != 0
+    assert "#Ansible: montaiguillon restore drill" not in shell(f"cat {CRON_FILE}").stdout
+
+
 def test_restore_drill_records_the_restore_time_with_the_backup(playbook):
-    assert "montaiguillon-backup drill" in cron_command("montaiguillon restore drill")
+    # Run from the controller (make drill ENV=prod, the weekly workflow): the identity comes for its length.
     run = playbook("playbooks/backup_drill.yml", "-l", HOST)
     assert run.rc == 0, run.output[-3000:]
     drilled = re.search(r"Drill of backup (\S+) on site\.com: passed", run.output)[1]
@@ -545,6 +554,7 @@ def test_restore_drill_records_the_restore_time_with_the_backup(playbook):
     listing = playbook("playbooks/backups.yml", "-l", HOST, "-e", "backups_verify=true")
     assert listing.rc == 0, listing.output[-3000:]
     assert re.search(rf"{drilled}\s+\S+\s+complete .* yes\s+passed \({rto} s\)", listing.output)
+    assert shell(f"ls {' '.join(IDENTITY_FILES)}", check=False).returncode != 0  # and took its identity away
 
 
 # ---- the deploy's guard -----------------------------------------------------------------

@@ -5,7 +5,12 @@ import sourcefile
 
 safety = sourcefile.load("plugins/filter/production_safety.py", "production_safety")
 
-SAFE_PROD = {"environment": "prod", "backup_encrypt": True, "backup_offsite_enabled": True}
+SAFE_PROD = {
+    "environment": "prod",
+    "backup_encrypt": True,
+    "backup_offsite_enabled": True,
+    "backup_age_identity_on_server": False,
+}
 REAL = {"vault_mysql_root_password": "f3a9c1d2e4b5a6c7d8e9f0a1", "backup_age_recipients": ["age1qqq"]}
 
 
@@ -24,6 +29,8 @@ def test_a_protected_prod_with_real_secrets_passes():
         ({"backup_encrypt": "false"}, "backup_encrypt is off"),
         ({"backup_offsite_enabled": False}, "backup_offsite_enabled is off"),
         ({"backup_offsite_enabled": None}, "backup_offsite_enabled is off"),
+        ({"backup_age_identity_on_server": True}, "backup_age_identity_on_server is on"),
+        ({"backup_age_identity_on_server": "yes"}, "backup_age_identity_on_server is on"),
     ],
 )
 def test_prod_with_unprotected_backups_is_refused_naming_the_variable(override, named):
@@ -34,6 +41,17 @@ def test_prod_with_unprotected_backups_is_refused_naming_the_variable(override, 
 
 def test_test_environment_may_keep_plaintext_local_backups():
     assert check({"environment": "test"})["problems"] == []
+
+
+def test_the_identity_left_unset_counts_as_on_the_server():
+    settings = {k: v for k, v in SAFE_PROD.items() if k != "backup_age_identity_on_server"}
+    (problem,) = check(settings)["problems"]
+    assert problem.startswith("backup_age_identity_on_server is on: whoever reads prod's disk")
+
+
+def test_without_encryption_the_identity_rule_does_not_add_noise():
+    (problem,) = check({**SAFE_PROD, "backup_encrypt": False, "backup_age_identity_on_server": True})["problems"]
+    assert problem.startswith("backup_encrypt is off")
 
 
 def test_placeholders_are_named_never_shown_in_any_environment():
@@ -56,7 +74,8 @@ def test_both_kinds_of_problems_are_reported_together():
 
 def test_each_opt_out_lets_through_only_what_it_names_and_says_so():
     values = {"vault_mysql_app_password": "CHANGE-ME"}
-    out = check({"environment": "prod", "backup_encrypt": True}, values, allow_unprotected_backups=True)
+    settings = {"environment": "prod", "backup_encrypt": True, "backup_age_identity_on_server": False}
+    out = check(settings, values, allow_unprotected_backups=True)
     assert out["problems"] == [
         "still the example placeholder (CHANGE-ME): vault_mysql_app_password; replace them with the real values "
         "(to accept this, set preflight_unsafe_allow_placeholder_secrets=true)"

@@ -20,7 +20,11 @@ guard = sourcefile.load("scripts/workflow-guard", "workflow_guard")
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
 GUARD = str(ROOT / "scripts" / "workflow-guard")
 # An env value someone outside the maintainers can choose (a dispatch input, a ref name).
-UNTRUSTED = re.compile(r"\$\{\{\s*(inputs\.\w+|github\.event\.[\w.]+|github\.head_ref|github\.ref_name)\s*\}\}")
+# An expression whose value can carry an input's text (a comparison such as `inputs.environment == 'prod'`
+# only chooses between values written in the workflow).
+UNTRUSTED = re.compile(
+    r"\$\{\{[^}]*?\b(inputs\.\w+(?!\s*[=!]=)|github\.event\.[\w.]+|github\.head_ref|github\.ref_name)\b[^}]*\}\}"
+)
 
 
 def workflow(name):
@@ -119,6 +123,7 @@ def test_a_tag_that_is_not_a_plain_version_is_refused_before_git_is_asked():
         ("deploy-to", {"ENV": "test", "REF": "x@sha256:1$(shell touch {marker})"}),
         ("rollback-env", {"ENV": "prod", "TO": "$(shell touch {marker})"}),
         ("backup-now", {"ENV": "$(shell touch {marker})"}),
+        ("drill", {"ENV": "$(shell touch {marker})"}),
         ("maintenance", {"ENV": "prod", "MODE": "$(shell touch {marker})"}),
         ("smoke-site", {"ENV": "prod", "URL": "https://x", "EXPECT_VERSION": "v1$(shell touch {marker})"}),
     ],
@@ -148,7 +153,7 @@ def test_no_run_script_interpolates_an_expression():
 
 
 def test_untrusted_values_are_checked_before_any_make_command():
-    for name in ("rollback.yml", "backup-now.yml"):
+    for name in ("rollback.yml", "backup-now.yml", "backup-drill.yml"):
         for job_name, job in workflow(name)["jobs"].items():
             runs = [s.get("run", "") for s in job["steps"]]
             guard_at = next(i for i, r in enumerate(runs) if r.startswith("scripts/workflow-guard inputs"))
@@ -178,7 +183,13 @@ def test_jobs_holding_deploy_secrets_use_no_pip_cache_and_hash_pinned_tools():
             assert "cache" not in text, f"{path.name} {job_name}: no pip cache where deploy secrets are"
             assert job["env"]["TOOLS"] == "deploy", f"{path.name} {job_name}"
             assert any(s.get("run") == "make deploy-tools" for s in job["steps"]), f"{path.name} {job_name}"
-    assert holding == ["backup-now.yml:backup", "cd.yml:test", "cd.yml:prod", "rollback.yml:rollback"]
+    assert holding == [
+        "backup-drill.yml:drill",
+        "backup-now.yml:backup",
+        "cd.yml:test",
+        "cd.yml:prod",
+        "rollback.yml:rollback",
+    ]
 
 
 def test_the_deploy_requirements_are_all_pinned_with_hashes():

@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml"))
-DEPLOY_TARGETS = {"deploy-to", "rollback-env", "backup-now"}
+DEPLOY_TARGETS = {"deploy-to", "rollback-env", "backup-now", "drill"}
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 
 
@@ -70,8 +70,8 @@ def placeholders(job, text):
     return re.sub(r"\$\{?([A-Z_]+)\}?", "x", text)
 
 
-def test_there_are_the_four_workflows():
-    assert {p.name for p in WORKFLOWS} == {"ci.yml", "cd.yml", "rollback.yml", "backup-now.yml"}
+def test_there_are_the_five_workflows():
+    assert {p.name for p in WORKFLOWS} == {"ci.yml", "cd.yml", "rollback.yml", "backup-now.yml", "backup-drill.yml"}
 
 
 @pytest.mark.parametrize("schema", ["vendor.github-workflows", "custom.github-workflows-require-timeout"])
@@ -175,6 +175,7 @@ def test_jobs_that_change_servers_take_the_environments_concurrency_group():
     assert groups[("cd.yml", "prod")] == "deploy-prod"
     assert groups[("rollback.yml", "rollback")] == "deploy-${{ inputs.environment }}"
     assert groups[("backup-now.yml", "backup")] == "deploy-${{ inputs.environment }}"
+    assert groups[("backup-drill.yml", "drill")] == "deploy-${{ inputs.environment || 'prod' }}"
 
 
 def test_ci_runs_on_pushes_and_pull_requests_and_is_reused_by_cd():
@@ -234,6 +235,17 @@ def test_manual_workflows_are_dispatch_only():
         workflow = load(WORKFLOW_DIR / name)
         assert list(workflow["on"]) == ["workflow_dispatch"], name
         assert workflow["on"]["workflow_dispatch"]["inputs"]["environment"]["options"] == ["prod", "test"]
+
+
+def test_the_weekly_drill_runs_on_prod_from_the_controller():
+    workflow = load(WORKFLOW_DIR / "backup-drill.yml")
+    assert workflow["on"]["schedule"] == [{"cron": "45 4 * * 0"}]
+    assert workflow["on"]["workflow_dispatch"]["inputs"]["environment"]["options"] == ["prod", "test"]
+    job = workflow["jobs"]["drill"]
+    # A scheduled run has no inputs: it drills prod, in the production environment.
+    assert job["env"]["ENV"] == "${{ inputs.environment || 'prod' }}"
+    assert job["environment"]["name"] == "${{ (inputs.environment || 'prod') == 'prod' && 'production' || 'test' }}"
+    assert "make drill INVENTORY=inventories/production" in [s.get("run") for s in job["steps"]]
 
 
 def test_actionlint_finds_no_problem():
