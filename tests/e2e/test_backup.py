@@ -427,7 +427,8 @@ def test_maintenance_by_hand_on_then_off(playbook, served_site):
         again = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=on")
         assert again.rc == 0 and again.changed()[HOST] == 0
         # No deploy behind the page (a restore may be rewriting the database): refused before any change.
-        live = shell("docker inspect -f '{{index .Config.Labels \"montaiguillon.image\"}}' app-blue app-green")
+        label = '{{index .Config.Labels "montaiguillon.image"}}'
+        live = shell(f"docker inspect -f '{label}' app-blue app-green", check=False)  # whichever slots exist
         deploy = playbook("deploy.yml", "-l", "prod", "-e", f"app_image={live.stdout.split()[0]}")
         assert deploy.rc != 0, deploy.output[-3000:]
         assert "the maintenance page is on (playbooks/maintenance.yml" in deploy.output
@@ -502,7 +503,8 @@ def test_the_cron_entry_really_runs_the_backup_and_copies_it_offsite(sql):
     assert plain.rstrip().splitlines()[-1].startswith(b"-- Dump completed")
     binlogs = subprocess.run(["docker", "exec", STORE, "ls", f"/srv/backup/{HOST}/binlogs"], capture_output=True,
                              text=True, check=True).stdout.split()  # fmt: skip
-    assert binlogs == sorted(shell(f"ls {BACKUP_DIR}/binlogs").stdout.split())
+    # Append-only: the store keeps what the server has pruned since (a backup covers it), never less.
+    assert set(shell(f"ls {BACKUP_DIR}/binlogs").stdout.split()) <= set(binlogs)
 
 
 def test_a_failed_run_is_visible_in_exit_code_status_and_log():

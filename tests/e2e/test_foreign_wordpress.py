@@ -47,7 +47,8 @@ SITE_VARS = json.dumps(
         "app_secret_files_owner": "33:33",
         "app_tmpfs": ["/tmp", "/run", "/var/log/apache2"],
         "app_capabilities": ["CHOWN", "SETUID", "SETGID", "KILL"],
-        "app_volumes": {"uploads": UPLOADS},
+        # Its own volume (app_wp_uploads): the static site's app_uploads, made from another image, is root's.
+        "app_volumes": {"wp_uploads": UPLOADS},
     }
 )
 
