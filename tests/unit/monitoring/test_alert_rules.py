@@ -65,6 +65,7 @@ def alert(summary, **labels):
 
 TEXTFILE = "montaiguillon_backup_last_success_timestamp_seconds"
 FAILED = "montaiguillon_backup_last_run_failed"
+DRILLED = "montaiguillon_drill_last_success_timestamp_seconds"
 SITE = 'instance="site.com"'
 # (alert, series {selector: values}, eval_time, expected alerts): one firing and one silent case each.
 # Samples come every minute and must reach the evaluation time (a series older than 5 min is gone).
@@ -77,15 +78,14 @@ CASES = [
      [alert("site.com: the last offsite run failed", severity="critical", job_name="offsite",
             instance="site.com")]),
     ("MontaiguillonBackupFailed", {f'{FAILED}{{job_name="backup",{SITE}}}': "0x20"}, "15m", []),
-    ("MontaiguillonDrillFailed", {f'{FAILED}{{job_name="drill",{SITE}}}': "1x20"}, "10m",
-     [alert("site.com: the last restore drill failed", severity="critical", job_name="drill",
-            instance="site.com")]),
-    ("MontaiguillonDrillFailed", {f'{FAILED}{{job_name="drill",{SITE}}}': "0x20"}, "10m", []),
+    ("MontaiguillonDrillFailed", {f"montaiguillon_drill_last_passed{{{SITE}}}": "0x20"}, "10m",
+     [alert("site.com: the last restore drill failed", severity="critical", instance="site.com")]),
+    ("MontaiguillonDrillFailed", {f"montaiguillon_drill_last_passed{{{SITE}}}": "1x20"}, "10m", []),
     # Rendered with monitoring_drill_max_age_days 1 (RULES_VARS): nine days of samples cost promtool 15 s.
-    ("MontaiguillonDrillMissed", {f'{TEXTFILE}{{job_name="drill",{SITE}}}': "0x1700"}, "27h",
+    ("MontaiguillonDrillMissed", {f"{DRILLED}{{{SITE}}}": "0x1700"}, "27h",
      [alert("site.com: no successful restore drill for more than 1 days", severity="warning",
-            job_name="drill", instance="site.com")]),
-    ("MontaiguillonDrillMissed", {f'{TEXTFILE}{{job_name="drill",{SITE}}}': f"{4 * H}x1700"}, "27h", []),
+            instance="site.com")]),
+    ("MontaiguillonDrillMissed", {f"{DRILLED}{{{SITE}}}": f"{4 * H}x1700"}, "27h", []),
     ("MontaiguillonOffsiteStale", {f'{TEXTFILE}{{job_name="offsite",{SITE}}}': "0x1700"}, "27h",
      [alert("site.com: no offsite copy for more than 26 h", severity="critical", job_name="offsite",
             instance="site.com")]),

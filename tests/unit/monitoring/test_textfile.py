@@ -67,15 +67,54 @@ def test_metrics_from_sample_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_missing_sources_are_reported_not_fatal(tmp_path):
+def _catalog(tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    documents = {
+        "20261201T030000Z-scheduled.json": {"kind": "scheduled", "status": "complete",
+                                            "finished_at": "2026-12-01T03:00:05Z", "compressed_bytes": 4096},
+        "20261130T030000Z-scheduled.json": {"kind": "scheduled", "status": "complete",
+                                            "finished_at": "2026-11-30T03:00:05Z", "compressed_bytes": 1024},
+        "20261201T090000Z-pre-deploy.json": {"kind": "pre-deploy", "status": "complete",
+                                             "finished_at": "2026-12-01T09:00:02Z", "compressed_bytes": 4100},
+        "20261201T100000Z-manual.json": {"kind": "manual", "status": "partial", "finished_at": None},
+        "20261130T030000Z-scheduled.drill.json": {"status": "passed", "finished_at": "2026-11-30T04:45:40Z",
+                                                  "restore_seconds": 31.5},
+        "20261201T030000Z-scheduled.drill.json": {"status": "failed", "finished_at": "2026-12-01T04:45:20Z",
+                                                  "restore_seconds": 12.0},
+    }  # fmt: skip
+    for name, document in documents.items():
+        (backups / name).write_text(json.dumps(document))
+    (backups / "20261201T030000Z-scheduled.sql.zst.age").write_bytes(b"ciphertext")
+    return backups
+
+
+def test_the_catalogue_gives_each_kind_its_newest_backup_and_the_drills(tmp_path):
+    """Drills run from the controller leave no trace in the status file: their records are read."""
+    status, ledger = _write(tmp_path, [json.dumps(e) for e in LEDGER])
     out = tmp_path / "m.prom"
-    assert (
-        textfile.main(["--status-file", str(tmp_path / "no"), "--ledger", str(tmp_path / "no"), "--output", str(out)])
-        == 0
-    )
+    args = ["--status-file", str(status), "--ledger", str(ledger), "--backup-dir", str(_catalog(tmp_path))]
+    assert textfile.main([*args, "--output", str(out)]) == 0
+    text = out.read_text()
+    assert 'montaiguillon_textfile_source_ok{source="backup_catalog"} 1' in text
+    assert 'montaiguillon_backup_kind_last_timestamp_seconds{kind="scheduled"} 1796094005.0' in text
+    assert 'montaiguillon_backup_kind_last_size_bytes{kind="scheduled"} 4096' in text
+    assert 'montaiguillon_backup_kind_count{kind="scheduled"} 2' in text
+    assert 'montaiguillon_backup_kind_count{kind="pre-deploy"} 1' in text
+    assert 'kind="manual"' not in text  # a partial backup is no backup
+    assert "montaiguillon_drill_last_passed 0" in text  # the newest drill failed
+    assert "montaiguillon_drill_last_restore_seconds 12.0" in text
+    assert "montaiguillon_drill_last_success_timestamp_seconds 1796013940.0" in text  # the one before passed
+
+
+def test_missing_sources_are_reported_not_fatal(tmp_path):
+    out, missing = tmp_path / "m.prom", str(tmp_path / "no")
+    args = ["--status-file", missing, "--ledger", missing, "--backup-dir", missing, "--output", str(out)]
+    assert textfile.main(args) == 0
     text = out.read_text()
     assert 'montaiguillon_textfile_source_ok{source="backup_status"} 0' in text
     assert 'montaiguillon_deploys_total{outcome="success"} 0' in text
+    assert "montaiguillon_drill_last_success_timestamp_seconds 0" in text  # never drilled: the alert fires
 
 
 def test_output_must_be_a_prom_file(tmp_path, capsys):

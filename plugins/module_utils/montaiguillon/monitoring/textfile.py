@@ -1,8 +1,11 @@
 """Metrics for node-exporter's textfile collector, from files a server already has.
 
 Reads the backup tool's status file (JSON: one entry per job with last_attempt,
-last_result, last_success, last_duration_seconds, consecutive_failures, details)
-and the release ledger (JSON lines: release, version, outcome, started_at,
+last_result, last_success, last_duration_seconds, consecutive_failures, details),
+the backup directory's catalogue (each backup's manifest, ``{id}.json``, and
+each drill's record, ``{id}.drill.json``: drills run from the controller leave
+no trace in the status file, so drill metrics come from the records) and the
+release ledger (JSON lines: release, version, outcome, started_at,
 finished_at, duration_seconds) and writes one .prom file atomically (0644).
 Stdlib only: installed alone on the servers and run from cron every minute.
 The formats are read, not imported: the code that writes them lives elsewhere.
@@ -92,6 +95,60 @@ def ledger_metrics(entries):
     return samples
 
 
+def catalog_metrics(catalog):
+    """Samples from the catalogue: the newest complete backup of each kind, the newest drill."""
+    samples, newest, counts = [], {}, {}
+    for manifest in catalog.get("manifests", []):
+        kind, when = manifest.get("kind"), parse_iso(manifest.get("finished_at"))
+        if manifest.get("status") != "complete" or not isinstance(kind, str) or when is None:
+            continue
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind not in newest or when > newest[kind][0]:
+            newest[kind] = (when, manifest)
+    for kind, (when, manifest) in sorted(newest.items()):
+        labels = {"kind": kind}
+        samples.append(("montaiguillon_backup_kind_last_timestamp_seconds", labels, when))
+        samples.append(("montaiguillon_backup_kind_count", labels, counts[kind]))
+        if _number(manifest.get("compressed_bytes")):
+            samples.append(("montaiguillon_backup_kind_last_size_bytes", labels, manifest["compressed_bytes"]))
+    return samples + drill_metrics(catalog.get("drills", []))
+
+
+def _drill_time(record):
+    return parse_iso(record.get("finished_at") or record.get("started_at"))
+
+
+def drill_metrics(records):
+    """The newest drill (when, passed, restore time) and the newest one that passed."""
+    drills = sorted((r for r in records if _drill_time(r) is not None), key=_drill_time)
+    samples = []
+    if drills:
+        last = drills[-1]
+        samples.append(("montaiguillon_drill_last_timestamp_seconds", {}, _drill_time(last)))
+        samples.append(("montaiguillon_drill_last_passed", {}, int(last.get("status") == "passed")))
+        if _number(last.get("restore_seconds")):
+            samples.append(("montaiguillon_drill_last_restore_seconds", {}, last["restore_seconds"]))
+    passed = [r for r in drills if r.get("status") == "passed"]
+    samples.append(("montaiguillon_drill_last_success_timestamp_seconds", {}, _drill_time(passed[-1]) if passed else 0))
+    return samples
+
+
+def read_catalog(backup_dir):
+    """``{manifests, drills}`` from the backup directory's JSON files, or None when it cannot be listed."""
+    try:
+        names = sorted(os.listdir(backup_dir))
+    except OSError:
+        return None
+    catalog = {"manifests": [], "drills": []}
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        document = read_json(os.path.join(backup_dir, name))
+        if document is not None:
+            catalog["drills" if name.endswith(".drill.json") else "manifests"].append(document)
+    return catalog
+
+
 def read_json(path):
     try:
         with open(path, encoding="utf-8") as handle:
@@ -119,13 +176,15 @@ def read_ledger(path):
     return entries
 
 
-def render(status, ledger):
+def render(status, ledger, catalog=None):
     """The .prom text: a sample per line, plus whether each source could be read."""
     samples = [
         ("montaiguillon_textfile_source_ok", {"source": "backup_status"}, int(status is not None)),
         ("montaiguillon_textfile_source_ok", {"source": "release_ledger"}, int(ledger is not None)),
+        ("montaiguillon_textfile_source_ok", {"source": "backup_catalog"}, int(catalog is not None)),
     ]
     samples += backup_metrics(status or {}) + ledger_metrics(ledger or [])
+    samples += catalog_metrics(catalog or {})
     lines = []
     for name, labels, value in samples:
         text = ",".join(f'{key}="{_label(val)}"' for key, val in sorted(labels.items()))
@@ -151,12 +210,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="write Montaiguillon metrics for node-exporter's textfile collector")
     parser.add_argument("--status-file", default="/var/lib/montaiguillon-backup/status.json")
     parser.add_argument("--ledger", default="/var/lib/montaiguillon/app/releases.jsonl")
+    parser.add_argument("--backup-dir", default="/var/backups/montaiguillon/mysql")
     parser.add_argument("--output", default="/var/lib/prometheus/node-exporter/montaiguillon.prom")
     args = parser.parse_args(argv)
     if not args.output.endswith(".prom"):
         parser.error(f"--output must end with .prom (node-exporter reads only those), got {args.output!r}")
     try:
-        atomic_write(args.output, render(read_json(args.status_file), read_ledger(args.ledger)))
+        text = render(read_json(args.status_file), read_ledger(args.ledger), read_catalog(args.backup_dir))
+        atomic_write(args.output, text)
     except OSError as exc:
         print(f"cannot write {args.output}: {exc}", file=sys.stderr)
         return 1
