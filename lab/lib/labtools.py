@@ -1,5 +1,6 @@
 """Helpers for tests that run against the local lab (make lab-up)."""
 
+import json
 import os
 import re
 import subprocess
@@ -109,3 +110,17 @@ def _publish(image, registry, name, pull):
     ).stdout.split()
     digest = next(d for d in digests if d.startswith(f"{registry}/montaiguillon/{name}@")).split("@")[1]
     return f"{pull}/montaiguillon/{name}@{digest}"
+
+
+UPSTREAM_FILE = "/etc/montaiguillon/proxy/conf.d/app-upstream.conf"
+
+
+def live_colour(host):
+    """The colour the proxy of ``host`` sends the site's traffic to (its upstream file)."""
+    return "blue" if "app-blue" in on_server(container(host), "cat", UPSTREAM_FILE).stdout else "green"
+
+
+def live_image_ref(host):
+    """The image reference the live slot of ``host`` was deployed from (its montaiguillon.image label)."""
+    inspect = on_server(container(host), "docker", "inspect", f"app-{live_colour(host)}").stdout
+    return json.loads(inspect)[0]["Config"]["Labels"]["montaiguillon.image"]

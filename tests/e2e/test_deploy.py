@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from labtools import INVENTORY, derived_release, on_server, release
+from labtools import INVENTORY, derived_release, live_colour, on_server, release
 from labtools import container as lab_container
 from load import Load
 
@@ -242,11 +242,6 @@ def test_promotion_gives_prod_the_same_digest(playbook, refs):
     }
     assert digests["dev.site"] == digests["site.com"]
     assert_clean(result, {v1, v2})
-
-
-def live_colour(host):
-    upstream = on_server(lab_container(host), "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
-    return "blue" if "app-blue" in upstream else "green"
 
 
 def kept_backups(server):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labtools import container, foreign_release, on_server
+from labtools import container, foreign_release, live_colour, live_image_ref, on_server
 from load import Load
 
 pytestmark = pytest.mark.lab
@@ -36,20 +36,10 @@ SITE_VARS = json.dumps(
 )
 
 
-def live_colour():
-    upstream = on_server(container(HOST), "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
-    return "blue" if "app-blue" in upstream else "green"
-
-
-def live_image_ref():
-    inspect = on_server(container(HOST), "docker", "inspect", f"app-{live_colour()}").stdout
-    return json.loads(inspect)[0]["Config"]["Labels"]["montaiguillon.image"]
-
-
 @pytest.fixture(scope="module")
 def static_refs(playbook):
     """Two versions of the static site; afterwards dev.site gets back the release it served before."""
-    before = live_image_ref()
+    before = live_image_ref(HOST)
     tag = str(int(time.time()))
     refs = {v: foreign_release(STATIC, "static", f"{tag}-{v}", {"SITE_VERSION": v}) for v in ("1", "2")}
     yield refs
@@ -77,8 +67,8 @@ def under_load(action):
 def test_static_site_deploys_upgrades_and_rolls_back_under_load(playbook, static_refs):
     first = playbook("deploy.yml", "-l", "test", "-e", f"app_image={static_refs['1']}", "-e", SITE_VARS)
     assert first.rc == 0, first.output[-3000:]
-    upload = f"uploaded while {live_colour()} was live"
-    on_server(container(HOST), "docker", "exec", f"app-{live_colour()}", "sh", "-c",
+    upload = f"uploaded while {live_colour(HOST)} was live"
+    on_server(container(HOST), "docker", "exec", f"app-{live_colour(HOST)}", "sh", "-c",
               f"echo '{upload}' > /srv/site/uploads/probe.txt")  # fmt: skip
 
     run, result = under_load(

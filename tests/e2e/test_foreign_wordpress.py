@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labtools import container, foreign_release, on_server
+from labtools import container, foreign_release, live_colour, live_image_ref, on_server
 from load import Load
 
 pytestmark = pytest.mark.lab
@@ -53,16 +53,6 @@ SITE_VARS = json.dumps(
 )
 
 
-def live_colour():
-    upstream = on_server(SERVER, "cat", "/etc/montaiguillon/proxy/conf.d/app-upstream.conf").stdout
-    return "blue" if "app-blue" in upstream else "green"
-
-
-def live_image_ref():
-    inspect = on_server(SERVER, "docker", "inspect", f"app-{live_colour()}").stdout
-    return json.loads(inspect)[0]["Config"]["Labels"]["montaiguillon.image"]
-
-
 @pytest.fixture(scope="module")
 def sql(lab_secret):
     password = lab_secret("test", "vault_mysql_root_password")
@@ -81,7 +71,7 @@ def sql(lab_secret):
 @pytest.fixture(scope="module")
 def wordpress_refs(playbook, sql):
     """Two versions of the WordPress image; afterwards dev.site serves the release it served before."""
-    before = live_image_ref()
+    before = live_image_ref(HOST)
     tag = str(int(time.time()))
     refs = {v: foreign_release(WORDPRESS, "wordpress", f"{tag}-{v}", {"SITE_VERSION": v}) for v in ("1", "2")}
     yield refs
@@ -134,14 +124,14 @@ def test_wordpress_installs_by_its_migration_and_reads_the_database_we_gave_it(p
     status, page = get("/?p=1")
     assert status == 200 and "Hello world!" in page
     # The slots hold no password in their configuration: it is a file, WORDPRESS_DB_PASSWORD_FILE.
-    config = json.loads(on_server(SERVER, "docker", "inspect", f"app-{live_colour()}").stdout)[0]["Config"]["Env"]
+    config = json.loads(on_server(SERVER, "docker", "inspect", f"app-{live_colour(HOST)}").stdout)[0]["Config"]["Env"]
     assert "WORDPRESS_DB_PASSWORD_FILE=/run/secrets/WORDPRESS_DB_PASSWORD" in config
     assert not [v for v in config if v.startswith(("WORDPRESS_DB_PASSWORD=", "WP_MIGRATE_PASSWORD="))]
 
 
 def test_wordpress_upgrades_and_rolls_back_under_load_keeping_uploads(playbook, wordpress_refs):
-    upload = f"uploaded while {live_colour()} was live"
-    on_server(SERVER, "docker", "exec", "-u", "www-data", f"app-{live_colour()}", "sh", "-c",
+    upload = f"uploaded while {live_colour(HOST)} was live"
+    on_server(SERVER, "docker", "exec", "-u", "www-data", f"app-{live_colour(HOST)}", "sh", "-c",
               f"echo '{upload}' > {UPLOADS}/probe.txt")  # fmt: skip
 
     run, assets, pages = under_load(lambda: deploy(playbook, wordpress_refs["2"]))
