@@ -1,10 +1,12 @@
 """Helpers for tests that run against the local lab (make lab-up)."""
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,3 +126,15 @@ def live_image_ref(host):
     """The image reference the live slot of ``host`` was deployed from (its montaiguillon.image label)."""
     inspect = on_server(container(host), "docker", "inspect", f"app-{live_colour(host)}").stdout
     return json.loads(inspect)[0]["Config"]["Labels"]["montaiguillon.image"]
+
+
+@contextlib.contextmanager
+def foreign_versions(context, name, host="dev.site", group="test"):
+    """Two versions (SITE_VERSION 1 and 2) of a site that is not ours, published; afterwards ``host``
+    serves again the release it served before."""
+    before = live_image_ref(host)
+    tag = str(int(time.time()))
+    yield {v: foreign_release(context, name, f"{tag}-{v}", {"SITE_VERSION": v}) for v in ("1", "2")}
+    restored = ansible_playbook("deploy.yml", "-l", group, "-e", f"app_image={before}")
+    if restored.rc != 0:
+        raise RuntimeError(f"could not put back {before} on {host}:\n{restored.output[-3000:]}")

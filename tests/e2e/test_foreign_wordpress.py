@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labtools import container, foreign_release, live_colour, live_image_ref, on_server
+from labtools import container, foreign_versions, live_colour, on_server
 from load import Load
 
 pytestmark = pytest.mark.lab
@@ -69,14 +69,10 @@ def sql(lab_secret):
 
 
 @pytest.fixture(scope="module")
-def wordpress_refs(playbook, sql):
+def wordpress_refs(sql):
     """Two versions of the WordPress image; afterwards dev.site serves the release it served before."""
-    before = live_image_ref(HOST)
-    tag = str(int(time.time()))
-    refs = {v: foreign_release(WORDPRESS, "wordpress", f"{tag}-{v}", {"SITE_VERSION": v}) for v in ("1", "2")}
-    yield refs
-    restored = playbook("deploy.yml", "-l", "test", "-e", f"app_image={before}")
-    assert restored.rc == 0, restored.output[-3000:]
+    with foreign_versions(WORDPRESS, "wordpress") as refs:
+        yield refs
     tables = sql("SHOW TABLES LIKE 'wp\\_%'").split()
     if tables:
         sql(f"DROP TABLE {', '.join(tables)}")
