@@ -236,14 +236,17 @@ def role_max_rate():
 OUR_BACKUP = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup.catalog import backup_dir_lock
+from ansible.module_utils.montaiguillon.backup.container import docker_api
+from ansible.module_utils.montaiguillon.backup.pacing import parse_rate
+from ansible.module_utils.montaiguillon.backup.take import run_backup
 work, db, backup_dir, max_rate, recipients = sys.argv[1:6]
 login = {"login_user": "root", "login_password": open(sys.argv[6]).read().strip(),
          "login_unix_socket": "/run/montaiguillon/mysql/mysqld.sock", "connect_timeout": 10}
 started = time.time()
-with lib.backup_dir_lock(backup_dir):
-    manifest = lib.run_backup(lib.docker_api(), login, container="mysql", database=db, backup_dir=backup_dir,
-                              kind="manual", label="benchmark", compression="zstd", max_rate=lib.parse_rate(max_rate),
+with backup_dir_lock(backup_dir):
+    manifest = run_backup(docker_api(), login, container="mysql", database=db, backup_dir=backup_dir,
+                              kind="manual", label="benchmark", compression="zstd", max_rate=parse_rate(max_rate),
                               encrypt_recipient_file=recipients or None)
 print(json.dumps({**manifest, "wall": [started, time.time()]}))
 """
@@ -258,9 +261,8 @@ def our_backup(max_rate, encrypt=False):
     lib_dir = f"{WORK_DIR}/lib"
     target = f"{lib_dir}/ansible/module_utils"
     source = ROOT / "plugins/module_utils"
-    names = ["cpu_cgroup.py", "mysql_backup_lib.py"]
     tree = (source / "montaiguillon").rglob("*.py")
-    names += [str(p.relative_to(source)) for p in tree if "__pycache__" not in p.parts]
+    names = [str(p.relative_to(source)) for p in tree if "__pycache__" not in p.parts]
     for name in names:
         on_server(f"mkdir -p {target}/{os.path.dirname(name)}")
         on_server(f"cat > {target}/{name}", input_bytes=(source / name).read_bytes())

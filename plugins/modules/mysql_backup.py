@@ -253,29 +253,27 @@ latest_good:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
-from ansible.module_utils.mysql_backup_lib import (
-    CONTAINER_ARGUMENT_SPEC,
-    DEFAULT_RETENTION,
-    BackupError,
-    apply_retention,
+from ansible.module_utils.montaiguillon.backup.catalog import (
     backup_dir_lock,
     backup_freshness,
-    connect,
-    docker_api,
-    dump_file_name,
-    inspect_container,
     latest_good,
     list_backups,
-    login_options,
-    make_backup_id,
-    parse_rate,
-    plan_retention,
     public_entry,
-    run_backup,
-    server_facts,
     verify_backup_file,
 )
+from ansible.module_utils.montaiguillon.backup.container import docker_api, inspect_container
+from ansible.module_utils.montaiguillon.backup.errors import BackupError
+from ansible.module_utils.montaiguillon.backup.ids import dump_file_name, make_backup_id
+from ansible.module_utils.montaiguillon.backup.mysql import (
+    CONTAINER_ARGUMENT_SPEC,
+    connect,
+    login_options,
+    server_facts,
+)
+from ansible.module_utils.montaiguillon.backup.retention import apply_retention, plan_retention
+from ansible.module_utils.montaiguillon.backup.settings import BackupSettings
+from ansible.module_utils.montaiguillon.backup.take import run_backup
+from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 
 
 def argument_spec():
@@ -285,15 +283,7 @@ def argument_spec():
         "database": {"type": "str"},
         "kind": {"type": "str", "choices": ["scheduled", "manual", "pre-deploy", "safety"], "default": "manual"},
         "label": {"type": "str", "default": ""},
-        "compression": {"type": "str", "choices": ["zstd", "gzip"], "default": "zstd"},
-        "min_size_bytes": {"type": "int", "default": 1024},
-        "max_rate": {"type": "str", "default": "0"},
-        "encrypt_recipient_file": {"type": "path"},
-        "retention": {
-            "type": "dict",
-            "default": {},
-            "options": {key: {"type": "int", "default": value} for key, value in DEFAULT_RETENTION.items()},
-        },
+        **BackupSettings.argument_spec(),
         "prune": {"type": "bool", "default": True},
         "verify_checksums": {"type": "bool", "default": False},
         "max_age_hours": {"type": "float"},
@@ -372,7 +362,7 @@ class BackupManager:
         params = self.params
         if not params["database"]:
             self.module.fail_json(msg="database is required with state=present")
-        max_rate = parse_rate(params["max_rate"])  # bad input fails before anything is done
+        settings = BackupSettings.from_mapping(params)  # bad input fails before anything is done
         if self.module.check_mode:
             return self.plan()
         backup_dir = params["backup_dir"]
@@ -390,11 +380,8 @@ class BackupManager:
                 backup_dir=backup_dir,
                 kind=params["kind"],
                 label=params["label"],
-                compression=params["compression"],
-                min_size_bytes=params["min_size_bytes"],
-                encrypt_recipient_file=params["encrypt_recipient_file"],
-                max_rate=max_rate,
                 warn=self.module.warn,
+                **settings.take(),
             )
             pruned = apply_retention(backup_dir, params["database"], params["retention"]) if params["prune"] else []
         return {"changed": True, "backup": backup, "pruned": pruned}

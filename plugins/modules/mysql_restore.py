@@ -48,6 +48,8 @@ options:
     description:
       - Point-in-time recovery target, an ISO date-time such as C(2026-11-26 09:30:00) (no zone means UTC).
         Events at or after it are not replayed. The backup must have a binlog position.
+      - With O(backup=latest), the newest complete backup started before it is the one restored
+        (in every mode, so V(verify) names the backup a restore would start from).
     type: str
   decrypt_identity_file:
     description:
@@ -180,30 +182,34 @@ drill:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mysql_backup_lib import (
-    CONTAINER_ARGUMENT_SPEC,
-    BackupError,
-    backup_dir_lock,
-    compare_row_counts,
-    connect,
+from ansible.module_utils.montaiguillon.backup.binlogs import parse_stop_datetime
+from ansible.module_utils.montaiguillon.backup.catalog import backup_dir_lock
+from ansible.module_utils.montaiguillon.backup.container import (
     container_credentials,
-    count_rows,
-    decompress_commands,
     detect_tools,
     docker_api,
     fifo_directory,
     inspect_container,
-    load_backup,
+)
+from ansible.module_utils.montaiguillon.backup.drill import record_drill, run_drill
+from ansible.module_utils.montaiguillon.backup.errors import BackupError
+from ansible.module_utils.montaiguillon.backup.manifest import compare_row_counts
+from ansible.module_utils.montaiguillon.backup.mysql import (
+    CONTAINER_ARGUMENT_SPEC,
+    connect,
+    count_rows,
     login_options,
-    parse_stop_datetime,
-    record_drill,
     recreate_database,
-    replay_binlogs,
-    restore_stream,
-    run_backup,
-    run_drill,
     server_facts,
 )
+from ansible.module_utils.montaiguillon.backup.restore import (
+    decompress_commands,
+    load_backup,
+    replay_binlogs,
+    restore_stream,
+)
+from ansible.module_utils.montaiguillon.backup.settings import BackupSettings
+from ansible.module_utils.montaiguillon.backup.take import run_backup
 
 
 def argument_spec():
@@ -218,8 +224,7 @@ def argument_spec():
         "smoke_query": {"type": "str", "default": "SELECT COUNT(*) FROM information_schema.tables"},
         "drill_timeout": {"type": "int", "default": 300},
         "log_restore": {"type": "bool", "default": False},
-        "compression": {"type": "str", "choices": ["zstd", "gzip"], "default": "zstd"},
-        "encrypt_recipient_file": {"type": "path"},
+        **BackupSettings.argument_spec(["compression", "encrypt_recipient_file"]),  # of the safety backup
         **CONTAINER_ARGUMENT_SPEC,
     }
 
@@ -233,7 +238,9 @@ class RestoreManager:
     def run(self):
         params = self.params
         stop_at = parse_stop_datetime(params["stop_datetime"]) if params["stop_datetime"] else None
-        entry, actual = load_backup(params["backup_dir"], params["backup"], params["database"], self.module.warn)
+        entry, actual = load_backup(
+            params["backup_dir"], params["backup"], params["database"], self.module.warn, before=stop_at
+        )
         manifest = entry["manifest"]
         result = {
             "changed": False,
@@ -294,10 +301,9 @@ class RestoreManager:
                     backup_dir=params["backup_dir"],
                     kind="safety",
                     label=f"before restore of {entry['id']}",
-                    compression=params["compression"],
-                    encrypt_recipient_file=params["encrypt_recipient_file"],
-                    min_size_bytes=0,
                     warn=self.module.warn,
+                    # the restore runs behind the maintenance page: the safety backup is not paced
+                    **BackupSettings.from_mapping(params).take(min_size_bytes=0),
                 )
                 result["safety_backup"] = safety
             elif params["safety_backup"]:

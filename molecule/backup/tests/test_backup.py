@@ -85,7 +85,7 @@ def test_backups_are_encrypted_at_rest_with_the_key_outside_the_backup_directory
         ("/etc/montaiguillon/backup/age-identity.txt", 0o600),
         ("/etc/montaiguillon/backup/age-recipients.txt", 0o644),
         ("/usr/local/sbin/montaiguillon-backup", 0o755),
-        ("/usr/local/lib/montaiguillon-backup/ansible/module_utils/mysql_backup_lib.py", 0o644),
+        ("/usr/local/lib/montaiguillon-backup/ansible/module_utils/montaiguillon/backup/take.py", 0o644),
         (STATUS, 0o644),
         (LOG, 0o600),
     ],
@@ -127,12 +127,13 @@ def test_the_library_is_the_one_the_modules_use(host):
     ours = sorted(p.relative_to(source) for p in source.rglob("*.py") if "__pycache__" not in p.parts)
     installed = "/usr/local/lib/montaiguillon-backup/ansible/module_utils"
     on_server = set(host.check_output(f"cd {installed} && find . -name '*.py' -printf '%P\\n'").splitlines())
-    flat = ("mysql_backup_lib.py", "mysql_backup_cli.py")
-    needed = [p for p in ours if p.parts[0] == "montaiguillon" or p.name in flat]
+    needed = [p for p in ours if p.parts[0] == "montaiguillon"]
     assert needed and {str(p) for p in needed} <= on_server
     for path in needed:
         assert host.file(f"{installed}/{path}").content_string == (source / path).read_text(), path
     assert "docker_common.py" not in on_server
+    retired = {"mysql_backup_lib.py", "mysql_backup_cli.py", "cpu_cgroup.py"}  # the package has them now
+    assert not retired & on_server
 
 
 def test_the_weekly_drill_restores_the_newest_backup_and_records_it(host):

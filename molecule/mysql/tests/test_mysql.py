@@ -118,7 +118,7 @@ def dump_flags():
     project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
     # As Ansible ships them (and tests/conftest.py imports them): ansible.module_utils.<name>.
     ansible.module_utils.__path__.append(str(project / "plugins" / "module_utils"))
-    from ansible.module_utils.mysql_backup_lib import dump_flags as library_flags
+    from ansible.module_utils.montaiguillon.backup.scanner import dump_flags as library_flags
 
     return library_flags("10.11.0-MariaDB", log_bin=True)
 

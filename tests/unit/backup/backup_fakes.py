@@ -15,7 +15,7 @@ import struct
 import tarfile
 import threading
 
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.common.docker_engine import DockerException
 
 MARIADB_DUMP = b"""/*M!999999\\- enable the sandbox mode */
 -- MariaDB dump 10.19  Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)
@@ -237,7 +237,7 @@ class FakeAPI:
 
     def inspect_container(self, container):
         if container == "missing":
-            raise lib.DockerException("404 Client Error: No such container: missing")
+            raise DockerException("404 Client Error: No such container: missing")
         mounts = [
             {"Type": "bind", "Source": "/etc/montaiguillon/mysql/conf.d", "Destination": "/etc/mysql/conf.d"},
             {"Type": "bind", "Source": "/run/montaiguillon/mysql", "Destination": "/run/mysqld"},

@@ -4,13 +4,15 @@ import json
 import os
 import shutil
 import subprocess
+import syslog
 import typing
 
 import pytest
-from ansible.module_utils import mysql_backup_cli as cli
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup import cli
 from ansible.module_utils.testing import patch_module_args
 from backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+
+PKG = "ansible.module_utils.montaiguillon.backup"
 
 DUMP = pad_dump(MARIADB_DUMP, 50_000)
 
@@ -37,9 +39,9 @@ def world(load_module, monkeypatch, tmp_path):
     for module in (World.backup_module, World.restore_module):
         monkeypatch.setattr(module, "docker_api", lambda docker_host=None: World.api)
         monkeypatch.setattr(module, "connect", lambda login, database=None: World.conn)
-    monkeypatch.setattr(lib, "docker_api", lambda docker_host=None: World.api)
-    monkeypatch.setattr(lib, "connect", lambda login, database=None: World.conn)
-    monkeypatch.setattr(cli.syslog, "syslog", lambda priority, message: World.syslog.append((priority, message)))
+    monkeypatch.setattr(f"{PKG}.container.docker_api", lambda docker_host=None: World.api)
+    monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: World.conn)
+    monkeypatch.setattr(syslog, "syslog", lambda priority, message: World.syslog.append((priority, message)))
     return World
 
 

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import cpu_cgroup
-from ansible.module_utils.cpu_cgroup import joined, parse_mountinfo, parse_proc_cgroup
+from ansible.module_utils.montaiguillon.backup import cgroup as cpu_cgroup
+from ansible.module_utils.montaiguillon.backup.cgroup import joined, parse_mountinfo, parse_proc_cgroup
 
 CID = "9e2405cda8b68902a0f624c9c1739be57fb32b416875d85a9679be8da21a5f0b"
 DB_PID, OUR_PID = 4860, 777

@@ -4,7 +4,8 @@ import datetime as dt
 import json
 
 import pytest
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup.catalog import backup_freshness, list_backups
+from ansible.module_utils.montaiguillon.backup.ids import make_backup_id
 from ansible.module_utils.testing import patch_module_args
 from test_mysql_backup_lib import write_backup
 
@@ -17,16 +18,14 @@ def stamp(hours_ago):
 
 def backup(directory, hours_ago, kind="scheduled", **changes):
     moment = NOW - dt.timedelta(hours=hours_ago)
-    backup_id = lib.make_backup_id(moment, kind)
+    backup_id = make_backup_id(moment, kind)
     times = {"started_at": stamp(hours_ago), "finished_at": stamp(hours_ago)}
     return write_backup(directory, backup_id, kind=kind, **times, **changes)["id"]
 
 
 def freshness(directory, max_age_hours=26):
-    entries = lib.list_backups(str(directory), "app")
-    return lib.backup_freshness(
-        entries, backup_dir=str(directory), database="app", max_age_hours=max_age_hours, now=NOW
-    )
+    entries = list_backups(str(directory), "app")
+    return backup_freshness(entries, backup_dir=str(directory), database="app", max_age_hours=max_age_hours, now=NOW)
 
 
 def test_a_recent_scheduled_backup_lets_the_deploy_go_on(tmp_path):

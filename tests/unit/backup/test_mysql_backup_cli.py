@@ -4,13 +4,16 @@ import datetime as dt
 import http.server
 import json
 import os
+import syslog
 import threading
 import typing
 
 import pytest
-from ansible.module_utils import mysql_backup_cli as cli
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup import cli
+from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 from backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+
+PKG = "ansible.module_utils.montaiguillon.backup"
 
 DUMP = pad_dump(MARIADB_DUMP, 50_000)
 
@@ -26,9 +29,9 @@ def world(monkeypatch, tmp_path):
         config_file = tmp_path / "config.json"
         syslog: typing.ClassVar[list] = []
 
-    monkeypatch.setattr(lib, "docker_api", lambda docker_host=None: World.api)
-    monkeypatch.setattr(lib, "connect", lambda login, database=None: World.conn)
-    monkeypatch.setattr(cli.syslog, "syslog", lambda priority, message: World.syslog.append((priority, message)))
+    monkeypatch.setattr(f"{PKG}.container.docker_api", lambda docker_host=None: World.api)
+    monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: World.conn)
+    monkeypatch.setattr(syslog, "syslog", lambda priority, message: World.syslog.append((priority, message)))
     write_config(World)
     umask = os.umask(0o022)  # main() sets 077 for the process: give it back afterwards
     yield World
@@ -151,10 +154,10 @@ def test_run_also_ships_binlogs_and_a_shipping_failure_fails_the_run(world, caps
 def test_status_exits_non_zero_when_backups_are_stale_or_failing(
     world, capsys, hours_ago, failed_job, expected_code, problem
 ):
-    now = lib.utcnow()
+    now = utcnow()
     document = {}
     if hours_ago is not None:
-        when = lib.iso(now - dt.timedelta(hours=hours_ago))
+        when = iso(now - dt.timedelta(hours=hours_ago))
         document["backup"] = {"last_result": "ok", "last_success": when, "last_attempt": when}
     if failed_job:
         document[failed_job] = {"last_result": "failed", "last_error": "rsync exit 255", "last_attempt": "x"}
@@ -179,7 +182,7 @@ def test_json_output_is_only_json_on_stdout(world, capsys):
 def test_drill_records_the_result_and_a_failed_drill_exits_1(world, monkeypatch, capsys):
     assert main(world, "run") == 0
     drill_conn = FakeConn()
-    monkeypatch.setattr(lib, "_wait_for_server", lambda login, container_id, api, timeout: drill_conn)
+    monkeypatch.setattr(f"{PKG}.drill._wait_for_server", lambda login, container_id, api, timeout: drill_conn)
     assert main(world, "drill") == 0
     entry = status(world)["drill"]
     assert entry["last_result"] == "ok" and entry["details"]["status"] == "passed"

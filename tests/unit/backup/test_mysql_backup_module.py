@@ -2,13 +2,19 @@
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import mysql_backup_lib as lib
-from ansible.module_utils.cpu_cgroup import IDLE_PLACE, Placement
+from ansible.module_utils.montaiguillon.backup.cgroup import IDLE_PLACE, Placement
+from ansible.module_utils.montaiguillon.backup.ids import id_sort_key
+from ansible.module_utils.montaiguillon.backup.pacing import without_background
+from ansible.module_utils.montaiguillon.backup.retention import DEFAULT_RETENTION
 from ansible.module_utils.testing import patch_module_args
 from backup_fakes import MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+
+PKG = "ansible.module_utils.montaiguillon.backup"
 
 DUMP = pad_dump(MARIADB_DUMP, 50_000)
 
@@ -29,7 +35,7 @@ def world(mod, monkeypatch, tmp_path):
 
     monkeypatch.setattr(mod, "docker_api", lambda docker_host=None: World.api)
     monkeypatch.setattr(mod, "connect", lambda login, database=None: World.conn)
-    monkeypatch.setattr(lib, "connect", lambda login, database=None: World.conn)
+    monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: World.conn)
     return World
 
 
@@ -74,7 +80,7 @@ def test_list_flags_a_corrupt_backup_and_picks_the_previous_good_one(mod, world,
     path.write_bytes(bytes(data))
 
     plain = run(mod, capsys, state="list", backup_dir=str(world.backup_dir))
-    assert plain["latest_good"] == max(first["id"], second["id"], key=lib.id_sort_key)
+    assert plain["latest_good"] == max(first["id"], second["id"], key=id_sort_key)
     checked = run(mod, capsys, state="list", backup_dir=str(world.backup_dir), verify_checksums=True)
     newest, older = checked["backups"]
     assert newest["checksum_ok"] is False and "sha256 mismatch" in newest["problems"][0]
@@ -118,9 +124,9 @@ def test_failures_are_one_message_and_leave_nothing(mod, world, capsys):
 
 def test_a_paced_backup_records_its_pace_and_holds_the_same_data(mod, world, capsys, monkeypatch):
     # time passes only in sleep(): the clock is the real one plus what was slept
-    real, offset = lib.time.monotonic, [0.0]
-    monkeypatch.setattr(lib.time, "monotonic", lambda: real() + offset[0])
-    monkeypatch.setattr(lib.time, "sleep", lambda seconds: offset.__setitem__(0, offset[0] + seconds))
+    real, offset = time.monotonic, [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: real() + offset[0])
+    monkeypatch.setattr(time, "sleep", lambda seconds: offset.__setitem__(0, offset[0] + seconds))
     fast = run(mod, capsys, **base(world))["backup"]
     paced = run(mod, capsys, **base(world, max_rate="64k"))["backup"]
     assert fast["pacing"]["max_rate_bytes"] == 0 and fast["pacing"]["paused_seconds"] == 0.0
@@ -134,7 +140,7 @@ def test_a_paced_backup_records_its_pace_and_holds_the_same_data(mod, world, cap
 
 def test_the_backup_joins_the_database_cgroup_before_its_compressor_starts(mod, world, capsys, monkeypatch):
     # children inherit the cgroup at fork: the compressor must start inside, the process leaves after
-    events, real_popen = [], lib.subprocess.Popen
+    events, real_popen = [], subprocess.Popen
 
     class Joined:
         def __init__(self, pid, container_id):
@@ -147,12 +153,12 @@ def test_the_backup_joins_the_database_cgroup_before_its_compressor_starts(mod, 
             events.append(("leave",))
 
     def popen(cmd, *args, **kwargs):
-        events.append(("spawn", lib.without_background(list(cmd))[0]))
+        events.append(("spawn", without_background(list(cmd))[0]))
         return real_popen(cmd, *args, **kwargs)
 
     world.api.pid = 4860
-    monkeypatch.setattr(lib, "joined_cpu_cgroup", Joined)
-    monkeypatch.setattr(lib.subprocess, "Popen", popen)
+    monkeypatch.setattr(f"{PKG}.take.joined_cpu_cgroup", Joined)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     monkeypatch.setattr(Placement, "adopt", lambda _self, pid, expect=None: events.append(("adopt", pid, expect)))
     backup = run(mod, capsys, **base(world))["backup"]
     assert events == [
@@ -189,4 +195,4 @@ def test_password_is_no_log(mod):
     spec = mod.argument_spec()
     assert spec["login_password"]["no_log"] is True
     assert spec["login_unix_socket"]["default"] == "/run/montaiguillon/mysql/mysqld.sock"
-    assert {k: v["default"] for k, v in spec["retention"]["options"].items()} == lib.DEFAULT_RETENTION
+    assert {k: v["default"] for k, v in spec["retention"]["options"].items()} == DEFAULT_RETENTION

@@ -11,8 +11,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup.container import fifo_directory
+from ansible.module_utils.montaiguillon.backup.errors import BackupError
+from ansible.module_utils.montaiguillon.backup.manifest import validate_manifest
+from ansible.module_utils.montaiguillon.backup.pacing import (
+    SYNC_FILE_RANGE_WRITE,
+    WriteBehind,
+    libc_sync_file_range,
+    without_background,
+)
+from ansible.module_utils.montaiguillon.backup.pipeline import _open_partial
+from ansible.module_utils.montaiguillon.backup.restore import decompress_commands
+from ansible.module_utils.montaiguillon.backup.retention import apply_retention
+from ansible.module_utils.montaiguillon.backup.scanner import DumpScanner
+from ansible.module_utils.montaiguillon.backup.take import run_backup
 from backup_fakes import LOGIN, MARIADB_COUNTS, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+
+PKG = "ansible.module_utils.montaiguillon.backup"
 
 BIG_DUMP = pad_dump(MARIADB_DUMP, 200_000)
 
@@ -20,7 +35,7 @@ BIG_DUMP = pad_dump(MARIADB_DUMP, 200_000)
 @pytest.fixture
 def conn(monkeypatch):
     connection = FakeConn()
-    monkeypatch.setattr(lib, "connect", lambda login, database=None: connection)
+    monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: connection)
     return connection
 
 
@@ -34,7 +49,7 @@ def backup_dir(tmp_path):
 def take(api, backup_dir, warnings=None, login=None, **kwargs):
     options = {"container": "mysql", "database": "app", "kind": "scheduled", "compression": "gzip"}
     options.update(kwargs)
-    return lib.run_backup(
+    return run_backup(
         api,
         login or getattr(api, "login", LOGIN),
         backup_dir=str(backup_dir),
@@ -84,7 +99,7 @@ def test_backup_writes_a_checked_dump_and_a_valid_manifest(backup_dir, conn, eng
     assert (manifest["kind"], manifest["label"], manifest["status"]) == ("scheduled", "release-42", "complete")
     assert manifest["tool"]["transport"] == engine.transport
     on_disk = json.loads((backup_dir / f"{manifest['id']}.json").read_text())
-    assert lib.validate_manifest(on_disk, manifest["id"]) == []
+    assert validate_manifest(on_disk, manifest["id"]) == []
     assert sorted(os.listdir(backup_dir)) == sorted([f"{manifest['id']}.json", f"{manifest['id']}.sql.gz"])
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
 
@@ -120,7 +135,7 @@ def test_backup_with_zstd(backup_dir, conn):
 
 def test_missing_zstd_falls_back_to_gzip_with_a_warning(backup_dir, conn, monkeypatch):
     real_which = shutil.which
-    monkeypatch.setattr(lib.shutil, "which", lambda name: None if name == "zstd" else real_which(name))
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "zstd" else real_which(name))
     warnings = []
     manifest = take(FakeAPI(dump=BIG_DUMP), backup_dir, warnings, compression="zstd")
     assert manifest["compression"] == "gzip"
@@ -160,7 +175,7 @@ def test_a_bad_dump_fails_and_leaves_earlier_backups_intact(
 ):
     api = engine(dump=dump)
     api.dump_code, api.dump_err = code, stderr
-    with pytest.raises(lib.BackupError) as failure:
+    with pytest.raises(BackupError) as failure:
         take(api, backup_dir)
     assert message in str(failure.value)
     assert "the partial file was removed; earlier backups are untouched" in str(failure.value)
@@ -186,22 +201,20 @@ class FullDisk:
 
 
 def test_a_full_disk_fails_cleanly(backup_dir, conn, earlier, monkeypatch):
-    real_open = lib._open_partial
-    monkeypatch.setattr(lib, "_open_partial", lambda path: FullDisk(real_open(path), room=100))
+    real_open = _open_partial
+    monkeypatch.setattr(f"{PKG}.pipeline._open_partial", lambda path: FullDisk(real_open(path), room=100))
     api = FakeAPI(dump=pad_dump(MARIADB_DUMP, 3_000_000))
-    with pytest.raises(
-        lib.BackupError, match=r"^no space left on device while writing .*\.sql\.gz\.partial \(the partial"
-    ):
+    with pytest.raises(BackupError, match=r"^no space left on device while writing .*\.sql\.gz\.partial \(the partial"):
         take(api, backup_dir)
     assert_only(backup_dir, earlier)
 
 
 def test_a_failing_manifest_write_removes_the_dump(backup_dir, conn, earlier, monkeypatch):
     def full(path, document, mode=0o600):
-        raise lib.BackupError(f"no space left on device while writing {path}")
+        raise BackupError(f"no space left on device while writing {path}")
 
-    monkeypatch.setattr(lib, "write_json", full)
-    with pytest.raises(lib.BackupError, match=r"no space left on device while writing .*json"):
+    monkeypatch.setattr(f"{PKG}.take.write_json", full)
+    with pytest.raises(BackupError, match=r"no space left on device while writing .*json"):
         take(FakeAPI(dump=BIG_DUMP), backup_dir)
     assert_only(backup_dir, earlier)
 
@@ -217,14 +230,14 @@ def test_stale_partials_are_removed_with_a_warning(backup_dir, conn):
 def test_a_missing_database_is_refused_before_dumping(backup_dir, conn):
     conn.exists = False
     api = FakeAPI(dump=BIG_DUMP)
-    with pytest.raises(lib.BackupError, match="database app does not exist"):
+    with pytest.raises(BackupError, match="database app does not exist"):
         take(api, backup_dir)
     assert not any(c[0] == "mariadb-dump" for c in api.commands)
     assert os.listdir(backup_dir) == []
 
 
 def test_a_missing_container_is_a_clear_error(backup_dir, conn):
-    with pytest.raises(lib.BackupError, match="container missing not found"):
+    with pytest.raises(BackupError, match="container missing not found"):
         take(FakeAPI(), backup_dir, container="missing")
 
 
@@ -232,8 +245,8 @@ def test_encryption_needs_the_age_binary(backup_dir, conn, monkeypatch, tmp_path
     recipients = tmp_path / "recipients.txt"
     recipients.write_text("age1xyz\n")
     real_which = shutil.which
-    monkeypatch.setattr(lib.shutil, "which", lambda name: None if name == "age" else real_which(name))
-    with pytest.raises(lib.BackupError, match="age binary is missing"):
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "age" else real_which(name))
+    with pytest.raises(BackupError, match="age binary is missing"):
         take(FakeAPI(dump=BIG_DUMP), backup_dir, encrypt_recipient_file=str(recipients))
 
 
@@ -246,7 +259,7 @@ def test_encrypted_backup_round_trips(backup_dir, conn, tmp_path):
     manifest = take(FakeAPI(dump=BIG_DUMP), backup_dir, encrypt_recipient_file=str(recipients))
     assert manifest["file"].endswith(".sql.gz.age")
     assert manifest["encryption"] == {"tool": "age", "recipients_file": str(recipients)}
-    commands = lib.decompress_commands(manifest, manifest["path"], str(key))
+    commands = decompress_commands(manifest, manifest["path"], str(key))
     first = subprocess.Popen(commands[0], stdout=subprocess.PIPE)
     plain = subprocess.run(commands[1], stdin=first.stdout, capture_output=True, check=True).stdout
     first.wait()
@@ -255,7 +268,7 @@ def test_encrypted_backup_round_trips(backup_dir, conn, tmp_path):
 
 def test_retention_after_backup_prunes_old_backups_of_the_database(backup_dir, conn):
     ids = [take(FakeAPI(dump=BIG_DUMP), backup_dir, kind="manual")["id"] for _ in range(3)]
-    pruned = lib.apply_retention(str(backup_dir), "app", {"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 0})
+    pruned = apply_retention(str(backup_dir), "app", {"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 0})
     assert pruned == [ids[1], ids[0]]
     assert sorted(os.listdir(backup_dir)) == sorted([f"{ids[2]}.json", f"{ids[2]}.sql.gz"])
 
@@ -276,19 +289,19 @@ def test_the_dump_and_the_compressor_yield_the_cpu_to_the_site(backup_dir, conn,
     def handle(cmd, stdin, record):
         if cmd[0] == "sh":
             return tools_out, b"", 0
-        return original(lib.without_background(cmd), stdin, record)
+        return original(without_background(cmd), stdin, record)
 
     api.handle = handle
-    monkeypatch.setattr(lib.shutil, "which", lambda name: f"/usr/bin/{name}" if name in [*tools, "gzip"] else None)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if name in [*tools, "gzip"] else None)
     spawned, policies = [], []
-    real_popen = lib.subprocess.Popen
+    real_popen = subprocess.Popen
 
     def popen(cmd, **kwargs):
         spawned.append(cmd)
         policies.append(os.sched_getscheduler(0))
-        return real_popen(lib.without_background(cmd), **kwargs)
+        return real_popen(without_background(cmd), **kwargs)
 
-    monkeypatch.setattr(lib.subprocess, "Popen", popen)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     policy_before = os.sched_getscheduler(0)
     manifest = take(api, backup_dir)
     dump_cmd = next(c for c in api.commands if "mariadb-dump" in c)
@@ -326,7 +339,7 @@ def test_the_dump_comes_through_a_fifo_in_the_socket_directory_and_leaves_nothin
 def test_a_dump_tool_that_fails_before_opening_the_fifo_is_reported_not_awaited(backup_dir, conn, fifo_api, earlier):
     fifo_api.dump_opens_fifo = False
     fifo_api.dump_code, fifo_api.dump_err = 2, b"mariadb-dump: Got error: 2002: Can't connect"
-    with pytest.raises(lib.BackupError, match="mariadb-dump exited with code 2: mariadb-dump: Got error: 2002"):
+    with pytest.raises(BackupError, match="mariadb-dump exited with code 2: mariadb-dump: Got error: 2002"):
         take(fifo_api, backup_dir)
     assert_only(backup_dir, earlier)
     assert os.listdir(fifo_api.shared[0]) == []
@@ -353,8 +366,8 @@ def test_the_dump_falls_back_to_the_exec_when_the_container_cannot_see_the_fifo(
 def test_no_fifo_without_a_writable_bind_mount_of_the_socket_directory(fifo_api, login, mount):
     info = fifo_api.inspect_container("mysql")
     info["Mounts"][1].update(mount)
-    assert lib.fifo_directory(fifo_api, "mysql", info, {**fifo_api.login, **login}) is None
-    assert lib.fifo_directory(fifo_api, "mysql", fifo_api.inspect_container("mysql"), fifo_api.login) == (
+    assert fifo_directory(fifo_api, "mysql", info, {**fifo_api.login, **login}) is None
+    assert fifo_directory(fifo_api, "mysql", fifo_api.inspect_container("mysql"), fifo_api.login) == (
         fifo_api.shared[0],
         "/run/mysqld",
     )
@@ -362,8 +375,8 @@ def test_no_fifo_without_a_writable_bind_mount_of_the_socket_directory(fifo_api,
 
 def test_the_fifo_is_read_in_small_pieces_so_the_pace_holds_the_dump_close(backup_dir, conn, fifo_api, monkeypatch):
     sizes = []
-    real_feed = lib.DumpScanner.feed
-    monkeypatch.setattr(lib.DumpScanner, "feed", lambda self, data: sizes.append(len(data)) or real_feed(self, data))
+    real_feed = DumpScanner.feed
+    monkeypatch.setattr(DumpScanner, "feed", lambda self, data: sizes.append(len(data)) or real_feed(self, data))
     fifo_api.frame_size = 256 * 1024
     take(fifo_api, backup_dir)
     assert sum(sizes) == len(BIG_DUMP)
@@ -385,7 +398,7 @@ class RecordingSync:
     def sync_range(self, fd, offset, nbytes, flags):
         if self.fail is not None:
             raise self.fail
-        kind = "start" if flags == lib.SYNC_FILE_RANGE_WRITE else "wait"
+        kind = "start" if flags == SYNC_FILE_RANGE_WRITE else "wait"
         self.calls.append((kind, offset, nbytes))
 
     def drop(self, fd, offset, nbytes):
@@ -394,7 +407,7 @@ class RecordingSync:
 
 def test_write_behind_hands_each_step_to_the_disk_and_waits_for_the_one_before():
     disk = RecordingSync()
-    behind = lib.WriteBehind(7, step=100, sync_range=disk.sync_range, drop=disk.drop)
+    behind = WriteBehind(7, step=100, sync_range=disk.sync_range, drop=disk.drop)
     for size in (60, 60, 250, 10):  # 380 bytes: three whole steps, 80 left to the final fsync
         behind.wrote(size)
     assert disk.calls == [
@@ -412,17 +425,17 @@ def test_write_behind_hands_each_step_to_the_disk_and_waits_for_the_one_before()
 
 def test_write_behind_is_a_no_op_where_sync_file_range_is_missing():
     disk = RecordingSync()
-    behind = lib.WriteBehind(7, step=100, sync_range=False, drop=disk.drop)
+    behind = WriteBehind(7, step=100, sync_range=False, drop=disk.drop)
     behind.wrote(1000)
     assert disk.calls == []
 
 
 def test_write_behind_on_a_real_file_keeps_every_byte(tmp_path):
-    assert lib.libc_sync_file_range() is not None  # the servers are Linux with a C library that has it
+    assert libc_sync_file_range() is not None  # the servers are Linux with a C library that has it
     data = os.urandom(3 * 1024 * 1024 + 123)
     path = tmp_path / "out"
     with path.open("wb") as handle:
-        behind = lib.WriteBehind(handle.fileno(), step=256 * 1024)
+        behind = WriteBehind(handle.fileno(), step=256 * 1024)
         for start in range(0, len(data), 100_000):
             handle.write(data[start : start + 100_000])
             handle.flush()
@@ -434,9 +447,9 @@ def test_write_behind_on_a_real_file_keeps_every_byte(tmp_path):
 
 def test_backup_files_are_written_behind_while_the_dump_runs(backup_dir, conn, monkeypatch):
     disk = RecordingSync()
-    monkeypatch.setattr(lib, "libc_sync_file_range", lambda: disk.sync_range)
-    monkeypatch.setattr(lib, "drop_cached", disk.drop)
-    monkeypatch.setattr(lib, "WRITE_BEHIND_BYTES", 64 * 1024)
+    monkeypatch.setattr(f"{PKG}.pacing.libc_sync_file_range", lambda: disk.sync_range)
+    monkeypatch.setattr(f"{PKG}.pacing.drop_cached", disk.drop)
+    monkeypatch.setattr(f"{PKG}.pacing.WRITE_BEHIND_BYTES", 64 * 1024)
     api = FakeAPI(dump=noisy_dump(600_000))  # gzip cannot shrink it below ~600 kB: several steps
     result = take(api, backup_dir)
     started = [offset for kind, offset, _ in disk.calls if kind == "start"]
@@ -447,9 +460,9 @@ def test_backup_files_are_written_behind_while_the_dump_runs(backup_dir, conn, m
 
 def test_a_disk_error_while_writing_behind_fails_the_backup_cleanly(backup_dir, conn, earlier, monkeypatch):
     disk = RecordingSync(fail=OSError(errno.EIO, "Input/output error"))
-    monkeypatch.setattr(lib, "libc_sync_file_range", lambda: disk.sync_range)
+    monkeypatch.setattr(f"{PKG}.pacing.libc_sync_file_range", lambda: disk.sync_range)
     api = FakeAPI(dump=noisy_dump(2_000_000))
     failed = r"^Input/output error while writing .*\.sql\.gz\.partial \(the partial file was removed"
-    with pytest.raises(lib.BackupError, match=failed):
+    with pytest.raises(BackupError, match=failed):
         take(api, backup_dir)
     assert_only(backup_dir, earlier)

@@ -7,9 +7,21 @@ import shutil
 import subprocess
 
 import pytest
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup.binlogs import (
+    decrypt_to,
+    prune_shipped_binlogs,
+    ship_binlogs,
+    shipped_binlogs,
+)
+from ansible.module_utils.montaiguillon.backup.catalog import backup_dir_lock
+from ansible.module_utils.montaiguillon.backup.errors import BackupError
+from ansible.module_utils.montaiguillon.backup.offsite import offsite_sync, rsync_command
+from ansible.module_utils.montaiguillon.backup.take import run_backup
+from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso
 from ansible.module_utils.testing import patch_module_args
 from backup_fakes import LOGIN, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+
+PKG = "ansible.module_utils.montaiguillon.backup"
 
 DUMP = pad_dump(MARIADB_DUMP, 50_000)
 HAS_AGE = shutil.which("age") is not None and shutil.which("age-keygen") is not None
@@ -34,7 +46,7 @@ class BinlogAPI(FakeAPI):
 def conn(monkeypatch):
     connection = FakeConn()
     connection.binlogs = ["mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003"]
-    monkeypatch.setattr(lib, "connect", lambda login, database=None: connection)
+    monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: connection)
     return connection
 
 
@@ -57,7 +69,7 @@ def age_key(tmp_path):
 
 def test_shipping_flushes_then_copies_every_closed_binlog_but_the_active_one(tmp_path, conn):
     api = api_with(conn.binlogs)
-    result = lib.ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path))
+    result = ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path))
     assert ("FLUSH BINARY LOGS", None) in conn.queries
     assert result["shipped"] == ["mysql-bin.000001", "mysql-bin.000002"]
     assert result["active"] == "mysql-bin.000003" and result["bytes"] == 200
@@ -69,10 +81,10 @@ def test_shipping_flushes_then_copies_every_closed_binlog_but_the_active_one(tmp
 
 
 def test_shipping_again_copies_only_what_is_new_and_without_flush_leaves_the_active_file(tmp_path, conn):
-    lib.ship_binlogs(api_with(conn.binlogs), LOGIN, container="mysql", backup_dir=str(tmp_path))
+    ship_binlogs(api_with(conn.binlogs), LOGIN, container="mysql", backup_dir=str(tmp_path))
     conn.binlogs.append("mysql-bin.000004")
     conn.queries.clear()
-    result = lib.ship_binlogs(api_with(conn.binlogs), LOGIN, container="mysql", backup_dir=str(tmp_path), flush=False)
+    result = ship_binlogs(api_with(conn.binlogs), LOGIN, container="mysql", backup_dir=str(tmp_path), flush=False)
     assert ("FLUSH BINARY LOGS", None) not in conn.queries
     assert result["shipped"] == ["mysql-bin.000003"]
 
@@ -80,16 +92,16 @@ def test_shipping_again_copies_only_what_is_new_and_without_flush_leaves_the_act
 def test_a_short_copy_is_an_error_and_leaves_no_file(tmp_path, conn):
     api = api_with(conn.binlogs)
     api.binlog_files["/var/lib/mysql/mysql-bin.000002"] = b"\xfetruncated"
-    with pytest.raises(lib.BackupError, match=r"mysql-bin.000002 is 100 bytes on the server but 10 bytes were copied"):
-        lib.ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path))
+    with pytest.raises(BackupError, match=r"mysql-bin.000002 is 100 bytes on the server but 10 bytes were copied"):
+        ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path))
     assert sorted(os.listdir(tmp_path / "binlogs")) == ["mysql-bin.000001"]
 
 
 def test_a_purged_binlog_that_was_never_shipped_is_reported_as_a_gap(tmp_path, conn):
-    lib.ship_binlogs(api_with(conn.binlogs), LOGIN, container="mysql", backup_dir=str(tmp_path))
+    ship_binlogs(api_with(conn.binlogs), LOGIN, container="mysql", backup_dir=str(tmp_path))
     conn.binlogs = ["mysql-bin.000007", "mysql-bin.000008"]
     warnings = []
-    result = lib.ship_binlogs(
+    result = ship_binlogs(
         api_with(conn.binlogs), LOGIN, container="mysql", backup_dir=str(tmp_path), warn=warnings.append
     )
     assert "mysql-bin.000002 up to mysql-bin.000007 were purged" in result["gap"]
@@ -98,15 +110,15 @@ def test_a_purged_binlog_that_was_never_shipped_is_reported_as_a_gap(tmp_path, c
 
 def test_shipping_needs_binary_logging(tmp_path, conn):
     conn.log_bin = False
-    with pytest.raises(lib.BackupError, match="binary logging is off"):
-        lib.ship_binlogs(api_with([]), LOGIN, container="mysql", backup_dir=str(tmp_path))
+    with pytest.raises(BackupError, match="binary logging is off"):
+        ship_binlogs(api_with([]), LOGIN, container="mysql", backup_dir=str(tmp_path))
 
 
 @pytest.mark.skipif(not HAS_AGE, reason="age not installed")
 def test_encrypted_shipping_writes_only_age_files_that_decrypt_to_the_binlog(tmp_path, conn, age_key):
     key, recipients = age_key
     api = api_with(conn.binlogs)
-    lib.ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path), encrypt_recipient_file=str(recipients))
+    ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path), encrypt_recipient_file=str(recipients))
     shipped = tmp_path / "binlogs"
     assert sorted(os.listdir(shipped)) == ["mysql-bin.000001.age", "mysql-bin.000002.age"]
     assert binlog_bytes("mysql-bin.000001") not in (shipped / "mysql-bin.000001.age").read_bytes()
@@ -114,7 +126,7 @@ def test_encrypted_shipping_writes_only_age_files_that_decrypt_to_the_binlog(tmp
         ["age", "-d", "-i", str(key), str(shipped / "mysql-bin.000001.age")], check=True, capture_output=True
     ).stdout
     assert plain == binlog_bytes("mysql-bin.000001")
-    assert lib.shipped_binlogs(str(tmp_path)) == {
+    assert shipped_binlogs(str(tmp_path)) == {
         "mysql-bin.000001": "mysql-bin.000001.age",
         "mysql-bin.000002": "mysql-bin.000002.age",
     }
@@ -148,10 +160,10 @@ def test_shipped_binlogs_older_than_every_kept_backup_are_pruned(tmp_path):
     for number in range(1, 6):
         (shipped / f"mysql-bin.{number:06d}").write_bytes(b"x")
     (shipped / "mysql-bin.000002.age").write_bytes(b"x")
-    assert lib.prune_shipped_binlogs(str(tmp_path)) == []  # no backup: nothing is known to be useless
+    assert prune_shipped_binlogs(str(tmp_path)) == []  # no backup: nothing is known to be useless
     write_backup(tmp_path, "20261125T031500Z-scheduled", "mysql-bin.000003")
     write_backup(tmp_path, "20261126T031500Z-scheduled", "mysql-bin.000005")
-    assert lib.prune_shipped_binlogs(str(tmp_path)) == ["mysql-bin.000001", "mysql-bin.000002"]
+    assert prune_shipped_binlogs(str(tmp_path)) == ["mysql-bin.000001", "mysql-bin.000002"]
     assert sorted(os.listdir(shipped)) == ["mysql-bin.000003", "mysql-bin.000004", "mysql-bin.000005"]
 
 
@@ -167,24 +179,22 @@ def test_point_in_time_decrypts_shipped_binlogs_for_the_replay_and_removes_the_p
     api, conn = FakeAPI(dump=DUMP), FakeConn()
     monkeypatch.setattr(mod, "docker_api", lambda docker_host=None: api)
     monkeypatch.setattr(mod, "connect", lambda login, database=None: conn)
-    monkeypatch.setattr(lib, "connect", lambda login, database=None: conn)
+    monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: conn)
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
-    with lib.backup_dir_lock(str(backup_dir)):
-        manifest = lib.run_backup(
+    with backup_dir_lock(str(backup_dir)):
+        manifest = run_backup(
             api, LOGIN, container="mysql", database="app", backup_dir=str(backup_dir), kind="scheduled",
             compression="gzip", encrypt_recipient_file=str(recipients),
         )  # fmt: skip
     ship_api = api_with(["mysql-bin.000001", "mysql-bin.000002"])
-    lib.ship_binlogs(
-        ship_api, LOGIN, container="mysql", backup_dir=str(backup_dir), encrypt_recipient_file=str(recipients)
-    )
+    ship_binlogs(ship_api, LOGIN, container="mysql", backup_dir=str(backup_dir), encrypt_recipient_file=str(recipients))
     conn.binlogs = ["mysql-bin.000002"]  # the server purged 000001
-    stop = lib.parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
+    stop = parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
     args = {
         "backup_dir": str(backup_dir),
         "login_password": PASSWORD,
-        "stop_datetime": lib.iso(stop),
+        "stop_datetime": iso(stop),
         "safety_backup": False,
         "decrypt_identity_file": str(key),
     }
@@ -202,17 +212,15 @@ def test_point_in_time_from_encrypted_shipped_binlogs_needs_the_identity(tmp_pat
     shipped = tmp_path / "binlogs"
     shipped.mkdir()
     (shipped / "mysql-bin.000001.age").write_bytes(b"age-encrypted")
-    with pytest.raises(lib.BackupError, match=r"000001\.age is encrypted with age: set decrypt_identity_file"):
-        lib.decrypt_to(str(shipped / "mysql-bin.000001.age"), str(tmp_path), "mysql-bin.000001", None)
+    with pytest.raises(BackupError, match=r"000001\.age is encrypted with age: set decrypt_identity_file"):
+        decrypt_to(str(shipped / "mysql-bin.000001.age"), str(tmp_path), "mysql-bin.000001", None)
 
 
 # ---- offsite --------------------------------------------------------------------------
 
 
 def test_rsync_adds_to_the_store_over_pinned_ssh_without_locks_or_partials():
-    cmd = lib.rsync_command(
-        "/var/backups/m/", target="offsite@store:.", ssh_key="/etc/k", known_hosts="/etc/kh", port=2222
-    )
+    cmd = rsync_command("/var/backups/m/", target="offsite@store:.", ssh_key="/etc/k", known_hosts="/etc/kh", port=2222)
     assert cmd[0] == "rsync" and cmd[-2:] == ["/var/backups/m/", "offsite@store:./"]
     # Append-only by default: nothing an rrsync -no-del -no-overwrite store refuses.
     assert {"--archive", "--ignore-existing", "--exclude=/.lock", "--exclude=*.partial"} <= set(cmd)
@@ -223,14 +231,14 @@ def test_rsync_adds_to_the_store_over_pinned_ssh_without_locks_or_partials():
 
 
 def test_rsync_mirrors_deletions_only_when_asked():
-    mirror = lib.rsync_command("/b", target="u@h:p", ssh_key="/k", known_hosts="/kh", delete=True)
+    mirror = rsync_command("/b", target="u@h:p", ssh_key="/k", known_hosts="/kh", delete=True)
     assert {"--delete-after", "--delay-updates"} <= set(mirror)
     assert "--ignore-existing" not in mirror
 
 
 def test_offsite_without_its_key_is_a_clear_error(tmp_path):
-    with pytest.raises(lib.BackupError, match=r"the offsite SSH key /nope does not exist"):
-        lib.offsite_sync(str(tmp_path), target="u@h:p", ssh_key="/nope", known_hosts="/nope2")
+    with pytest.raises(BackupError, match=r"the offsite SSH key /nope does not exist"):
+        offsite_sync(str(tmp_path), target="u@h:p", ssh_key="/nope", known_hosts="/nope2")
 
 
 def test_offsite_failure_names_the_target_and_rsync_error(tmp_path, monkeypatch):
@@ -242,10 +250,10 @@ def test_offsite_failure_names_the_target_and_rsync_error(tmp_path, monkeypatch)
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 255, "", "ssh: connect to host store port 22: Connection refused")
 
-    monkeypatch.setattr(lib.subprocess, "run", fake_run)
-    monkeypatch.setattr(lib.shutil, "which", lambda name: f"/usr/bin/{name}")
-    with pytest.raises(lib.BackupError, match=r"offsite copy to u@store:p failed \(rsync exit 255\): ssh: connect"):
-        lib.offsite_sync(
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    with pytest.raises(BackupError, match=r"offsite copy to u@store:p failed \(rsync exit 255\): ssh: connect"):
+        offsite_sync(
             str(tmp_path), target="u@store:p", ssh_key=str(tmp_path / "key"), known_hosts=str(tmp_path / "known_hosts")
         )
     assert calls and calls[0][0] == "rsync"
@@ -266,15 +274,15 @@ def test_offsite_copy_to_a_local_directory_through_a_fake_ssh(tmp_path, monkeypa
     fake_ssh = tmp_path / "fake_ssh"
     fake_ssh.write_text('#!/bin/sh\n[ "$1" = -l ] && shift 2\nshift\nexec sh -c "$*"\n')
     fake_ssh.chmod(0o755)
-    real_command = lib.rsync_command
+    real_command = rsync_command
 
     def local(backup_dir, **kwargs):
         cmd = real_command(backup_dir, **kwargs)
         cmd[cmd.index("--rsh") + 1] = str(fake_ssh)
         return cmd
 
-    monkeypatch.setattr(lib, "rsync_command", local)
-    result = lib.offsite_sync(
+    monkeypatch.setattr(f"{PKG}.offsite.rsync_command", local)
+    result = offsite_sync(
         str(source), target=f"u@h:{target}", ssh_key=str(tmp_path / "key"), known_hosts=str(tmp_path / "known_hosts")
     )
     assert sorted(os.listdir(target)) == ["20261126T031500Z-scheduled.json", "20261126T031500Z-scheduled.sql.zst"]

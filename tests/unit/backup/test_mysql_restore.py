@@ -4,12 +4,22 @@ import datetime as dt
 import gzip
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup.catalog import backup_dir_lock, list_backups
+from ansible.module_utils.montaiguillon.backup.drill import _wait_for_server, record_drill
+from ansible.module_utils.montaiguillon.backup.errors import BackupError
+from ansible.module_utils.montaiguillon.backup.manifest import validate_manifest
+from ansible.module_utils.montaiguillon.backup.restore import decompress_commands, load_backup
+from ansible.module_utils.montaiguillon.backup.take import run_backup
+from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso
 from ansible.module_utils.testing import patch_module_args
 from backup_fakes import LOGIN, MARIADB_COUNTS, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+from test_mysql_backup_lib import write_backup
+
+PKG = "ansible.module_utils.montaiguillon.backup"
 
 DUMP = pad_dump(MARIADB_DUMP, 50_000)
 
@@ -29,13 +39,13 @@ def world(mod, monkeypatch, tmp_path):
     World.backup_dir.mkdir()
     monkeypatch.setattr(mod, "docker_api", lambda docker_host=None: World.api)
     monkeypatch.setattr(mod, "connect", lambda login, database=None: World.conn)
-    monkeypatch.setattr(lib, "connect", lambda login, database=None: World.conn)
+    monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: World.conn)
     return World
 
 
 def backup(world, kind="scheduled"):
-    with lib.backup_dir_lock(str(world.backup_dir)):
-        return lib.run_backup(
+    with backup_dir_lock(str(world.backup_dir)):
+        return run_backup(
             world.api,
             LOGIN,
             container="mysql",
@@ -83,8 +93,8 @@ def test_a_flipped_byte_is_refused_and_nothing_is_run(mod, world, capsys):
 def test_a_backup_without_manifest_is_refused(world):
     manifest = backup(world)
     os.unlink(manifest["manifest_path"])
-    with pytest.raises(lib.BackupError, match=r"has no manifest .*nothing was changed"):
-        lib.load_backup(str(world.backup_dir), manifest["id"])
+    with pytest.raises(BackupError, match=r"has no manifest .*nothing was changed"):
+        load_backup(str(world.backup_dir), manifest["id"])
 
 
 def test_latest_skips_a_corrupt_backup_with_a_warning(world):
@@ -92,21 +102,21 @@ def test_latest_skips_a_corrupt_backup_with_a_warning(world):
     newer = backup(world, kind="scheduled")
     flip_byte(newer["path"])
     warnings = []
-    entry, actual = lib.load_backup(str(world.backup_dir), "latest", "app", warnings.append)
+    entry, actual = load_backup(str(world.backup_dir), "latest", "app", warnings.append)
     assert entry["id"] == older["id"]
     assert actual == older["sha256"]
     assert warnings and "corrupt" in warnings[0] and warnings[0].endswith("; skipped")
 
 
 def test_latest_with_nothing_usable(world):
-    with pytest.raises(lib.BackupError, match="no complete backup with a valid checksum"):
-        lib.load_backup(str(world.backup_dir), "latest")
+    with pytest.raises(BackupError, match="no complete backup with a valid checksum"):
+        load_backup(str(world.backup_dir), "latest")
 
 
 @pytest.mark.parametrize("name", ["yesterday", "../etc/passwd", "20260101T000000Z-manual"])
 def test_unknown_backup_names(world, name):
-    with pytest.raises(lib.BackupError, match=r"nothing was changed|not a backup id"):
-        lib.load_backup(str(world.backup_dir), name)
+    with pytest.raises(BackupError, match=r"nothing was changed|not a backup id"):
+        load_backup(str(world.backup_dir), name)
 
 
 def test_verify_mode_is_read_only(mod, world, capsys):
@@ -165,7 +175,7 @@ def test_row_count_mismatch_fails_and_names_the_undo_backup(mod, world, capsys):
     world.conn.counts["users"] = 3
     result = run(mod, capsys, **args(world))
     assert result["failed"] is True
-    safety = [e for e in lib.list_backups(str(world.backup_dir)) if e["id"].endswith("-safety")]
+    safety = [e for e in list_backups(str(world.backup_dir)) if e["id"].endswith("-safety")]
     assert len(safety) == 1
     assert "row counts differ from the manifest" in result["msg"]
     assert f"The state before the restore is in safety backup {safety[0]['id']}." in result["msg"]
@@ -192,7 +202,7 @@ def test_no_safety_backup_for_a_database_that_does_not_exist(mod, world, capsys)
 
 def test_point_in_time_replays_binlogs_from_the_backup_position(mod, world, capsys):
     manifest = backup(world)
-    stop = lib.parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
+    stop = parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
     local = stop.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
     world.api.loaded.clear()
     result = run(mod, capsys, **args(world, stop_datetime=local, safety_backup=False))
@@ -209,7 +219,7 @@ def test_point_in_time_replays_binlogs_from_the_backup_position(mod, world, caps
     assert world.api.envs[world.api.commands.index(reader)] == {"TZ": "UTC"}
     assert world.api.loaded == [DUMP, world.api.binlog_out]
     assert result["pitr"]["files"] == ["mysql-bin.000001", "mysql-bin.000002"]
-    assert result["pitr"]["stop_datetime"] == lib.iso(stop)
+    assert result["pitr"]["stop_datetime"] == iso(stop)
     assert "row_counts_after_pitr" in result["restore"]
 
 
@@ -219,8 +229,8 @@ def test_point_in_time_uses_shipped_copies_of_purged_binlogs(mod, world, capsys)
     shipped = world.backup_dir / "binlogs"
     shipped.mkdir()
     (shipped / "mysql-bin.000001").write_bytes(b"\xfebinlog-one")
-    stop = lib.parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
-    result = run(mod, capsys, **args(world, stop_datetime=lib.iso(stop), safety_backup=False))
+    stop = parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
+    result = run(mod, capsys, **args(world, stop_datetime=iso(stop), safety_backup=False))
     assert result["pitr"]["files"] == ["mysql-bin.000001", "mysql-bin.000002"]
     assert world.api.files["mysql:/tmp/tmp.fake1/mysql-bin.000001"][0] == b"\xfebinlog-one"
     reader = next(c for c in world.api.commands if c[0] == "mariadb-binlog")
@@ -229,8 +239,11 @@ def test_point_in_time_uses_shipped_copies_of_purged_binlogs(mod, world, capsys)
 
 def test_point_in_time_before_the_backup_is_refused(mod, world, capsys):
     manifest = backup(world)
-    stop = lib.parse_iso(manifest["started_at"]) - dt.timedelta(minutes=5)
-    result = run(mod, capsys, **args(world, stop_datetime=lib.iso(stop), safety_backup=False))
+    stop = parse_iso(manifest["started_at"]) - dt.timedelta(minutes=5)
+    result = run(mod, capsys, **args(world, stop_datetime=iso(stop), safety_backup=False))
+    assert result["failed"] is True and f"was taken before {iso(stop)}" in result["msg"]  # latest: none before
+    chosen = {"backup": manifest["id"], "stop_datetime": iso(stop), "safety_backup": False}
+    result = run(mod, capsys, **args(world, **chosen))
     assert result["failed"] is True and "is before backup" in result["msg"]
 
 
@@ -240,8 +253,8 @@ def test_point_in_time_needs_a_binlog_position(mod, world, capsys):
         b"-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000001', MASTER_LOG_POS=2218;\n", b""
     )
     manifest = backup(world)
-    stop = lib.parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
-    result = run(mod, capsys, **args(world, stop_datetime=lib.iso(stop), safety_backup=False))
+    stop = parse_iso(manifest["started_at"]) + dt.timedelta(minutes=5)
+    result = run(mod, capsys, **args(world, stop_datetime=iso(stop), safety_backup=False))
     assert result["failed"] is True and "has no binlog position" in result["msg"]
 
 
@@ -251,7 +264,7 @@ def test_point_in_time_needs_a_binlog_position(mod, world, capsys):
 @pytest.fixture
 def drill_conn(world, monkeypatch):
     conn = FakeConn()
-    monkeypatch.setattr(lib, "_wait_for_server", lambda login, container_id, api, timeout: conn)
+    monkeypatch.setattr(f"{PKG}.drill._wait_for_server", lambda login, container_id, api, timeout: conn)
     return conn
 
 
@@ -280,14 +293,14 @@ def test_drill_restores_into_a_throwaway_container_and_marks_the_backup_verified
     assert record["status"] == "passed"
     on_disk = json.loads(Path(manifest["manifest_path"]).read_text())
     assert on_disk["verified"] is True and on_disk["last_drill"]["status"] == "passed"
-    assert lib.validate_manifest(on_disk, manifest["id"]) == []
+    assert validate_manifest(on_disk, manifest["id"]) == []
     assert result["backup"]["verified"] is True
 
 
 def test_a_failed_drill_is_recorded_unverifies_and_fails(mod, world, drill_conn, capsys):
     manifest = backup(world)
-    lib.record_drill(
-        str(world.backup_dir), lib.list_backups(str(world.backup_dir))[0], {"status": "passed", "finished_at": "x"}
+    record_drill(
+        str(world.backup_dir), list_backups(str(world.backup_dir))[0], {"status": "passed", "finished_at": "x"}
     )
     drill_conn.counts["users"] = 1
     result = run(mod, capsys, **args(world, mode="drill"))
@@ -302,9 +315,9 @@ def test_a_drill_whose_server_never_starts_is_recorded_as_failed(mod, world, mon
     backup(world)
 
     def never(login, container_id, api, timeout):
-        raise lib.BackupError("the drill server did not become ready within 300 s")
+        raise BackupError("the drill server did not become ready within 300 s")
 
-    monkeypatch.setattr(lib, "_wait_for_server", never)
+    monkeypatch.setattr(f"{PKG}.drill._wait_for_server", never)
     result = run(mod, capsys, **args(world, mode="drill"))
     assert result["failed"] is True and "did not become ready" in result["msg"]
     assert result["drill"]["status"] == "failed"
@@ -313,13 +326,13 @@ def test_a_drill_whose_server_never_starts_is_recorded_as_failed(mod, world, mon
 
 def test_encrypted_backup_needs_an_identity(world):
     manifest = {"id": "x", "compression": "gzip", "encryption": {"tool": "age"}}
-    with pytest.raises(lib.BackupError, match="set decrypt_identity_file"):
-        lib.decompress_commands(manifest, "/b/x.sql.gz.age")
+    with pytest.raises(BackupError, match="set decrypt_identity_file"):
+        decompress_commands(manifest, "/b/x.sql.gz.age")
 
 
 def test_plain_backup_decompresses_with_its_compressor(world):
     manifest = backup(world)
-    commands = lib.decompress_commands(manifest, manifest["path"])
+    commands = decompress_commands(manifest, manifest["path"])
     assert commands == [["gzip", "-d", "-c", manifest["path"]]]
     assert gzip.decompress(Path(manifest["path"]).read_bytes()) == DUMP
 
@@ -405,7 +418,7 @@ def test_the_drill_waits_through_the_entrypoints_temporary_server_going_away(mon
 
     gone = pymysql.err.OperationalError(2006, "MySQL server has gone away (BrokenPipeError(32, 'Broken pipe'))")
     probes = [Probe(1), Probe(gone), Probe(0)]
-    answers = [lib.BackupError("cannot connect"), *probes]
+    answers = [BackupError("cannot connect"), *probes]
 
     def connect(login, database=None):
         answer = answers.pop(0)
@@ -417,7 +430,43 @@ def test_the_drill_waits_through_the_entrypoints_temporary_server_going_away(mon
         def inspect_container(self, container_id):
             return {"State": {"Running": True}}
 
-    monkeypatch.setattr(lib, "connect", connect)
-    monkeypatch.setattr(lib.time, "sleep", lambda _seconds: None)
-    assert lib._wait_for_server({}, "drill-1", Engine(), timeout=30) is probes[2]
+    monkeypatch.setattr(f"{PKG}.mysql.connect", connect)
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)
+    assert _wait_for_server({}, "drill-1", Engine(), timeout=30) is probes[2]
     assert [p.closed for p in probes] == [True, True, False]
+
+
+# ---- the backup a point-in-time recovery starts from -------------------------
+
+
+def test_latest_before_a_point_in_time_is_the_newest_good_backup_started_before_it(world):
+    backups = world.backup_dir
+    write_backup(backups, "20261126T031500Z-scheduled", started_at="2026-11-26T03:15:00Z")
+    write_backup(backups, "20261126T091000Z-pre-deploy", started_at="2026-11-26T09:10:00Z")
+    corrupt = write_backup(backups, "20261126T092000Z-manual", started_at="2026-11-26T09:20:00Z")
+    write_backup(backups, "20261126T100000Z-scheduled", started_at="2026-11-26T10:00:00Z")
+    flip_byte(str(backups / corrupt["file"]))
+    warnings = []
+    entry, _sha = load_backup(str(backups), "latest", "app", warnings.append, before=parse_iso("2026-11-26T09:30:00Z"))
+    assert entry["id"] == "20261126T091000Z-pre-deploy"  # the 09:20 one is corrupt, the 10:00 one is after
+    assert "corrupt" in warnings[0]
+    entry, _sha = load_backup(str(backups), "latest", "app", before=parse_iso("2026-11-26T09:10:00Z"))
+    assert entry["id"] == "20261126T031500Z-scheduled"  # started at the very moment: not before it
+
+
+def test_no_backup_before_a_point_in_time_is_refused_naming_it(world):
+    write_backup(world.backup_dir, "20261126T100000Z-scheduled", started_at="2026-11-26T10:00:00Z")
+    with pytest.raises(BackupError) as refused:
+        load_backup(str(world.backup_dir), "latest", "app", before=parse_iso("2026-11-26T09:30:00Z"))
+    assert str(refused.value) == (
+        f"no complete backup of app with a valid checksum was taken before 2026-11-26T09:30:00Z"
+        f" in {world.backup_dir}; nothing was changed"
+    )
+
+
+def test_verify_with_a_point_in_time_names_the_backup_a_restore_starts_from(mod, world, capsys):
+    write_backup(world.backup_dir, "20261126T031500Z-scheduled", started_at="2026-11-26T03:15:00Z")
+    write_backup(world.backup_dir, "20261126T100000Z-scheduled", started_at="2026-11-26T10:00:00Z")
+    result = run(mod, capsys, **args(world, mode="verify", database="app", stop_datetime="2026-11-26 09:30:00"))
+    assert result["backup"]["id"] == "20261126T031500Z-scheduled"
+    assert result["changed"] is False

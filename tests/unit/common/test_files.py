@@ -5,7 +5,8 @@ import json
 import os
 
 import pytest
-from ansible.module_utils import mysql_backup_lib as lib
+from ansible.module_utils.montaiguillon.backup.catalog import write_json
+from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.common import files
 
 
@@ -58,6 +59,6 @@ def test_a_backups_json_write_failure_is_a_backup_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.os, "fsync", full)
-    with pytest.raises(lib.BackupError, match=r"^no space left on device while writing .*x\.json$"):
-        lib.write_json(str(tmp_path / "x.json"), {"a": 1})
+    with pytest.raises(BackupError, match=r"^no space left on device while writing .*x\.json$"):
+        write_json(str(tmp_path / "x.json"), {"a": 1})
     assert os.listdir(tmp_path) == []
