@@ -231,7 +231,13 @@ options:
     type: bool
     default: false
   state_dir:
-    description: Directory of the lock and the ledger. Defaults to C(/var/lib/montaiguillon/{name}).
+    description:
+      - Directory of the ledger (and of the lock without O(lock_file)). Defaults to C(/var/lib/montaiguillon/{name}).
+    type: path
+  lock_file:
+    description:
+      - The server's change lock, shared with restores and backup pruning (the roles point all of them at one
+        file), so a deploy never migrates a database a restore is loading. Defaults to C({state_dir}/deploy.lock).
     type: path
   requested_by:
     description: Who asks for the release (recorded in the lock and the ledger). Defaults to C(user@host).
@@ -252,12 +258,13 @@ options:
     type: str
   lock_wait:
     description:
-      - Seconds to wait for a deploy that holds the lock and is still running (for example one whose
-        controller was killed, the module goes on on the server) before failing. 0 fails at once.
+      - Seconds to wait for a deploy, rollback or restore that holds the lock and is still running (for example
+        a deploy whose controller was killed, the module goes on on the server) before failing. 0 fails at once.
     type: float
     default: 0
   break_lock:
-    description: Take the deploy lock even if another deploy appears to hold it. Only when that deploy is dead.
+    description:
+      - Take the lock even if another deploy, rollback or restore appears to hold it. Only when that one is dead.
     type: bool
     default: false
   history:
@@ -432,7 +439,7 @@ colours:
   returned: state is status
   type: dict
 lock:
-  description: The deploy lock holder (who, when, what, pid), or null when nobody deploys.
+  description: The lock holder (who, when, action, what, pid or lease), or null when nobody holds it.
   returned: state is status
   type: dict
 releases:
@@ -491,6 +498,7 @@ def argument_spec():
         "snapshot": {"type": "dict"},
         "release": {"type": "str"},
         "break_lock": {"type": "bool", "default": False},
+        "lock_file": {"type": "path"},
         "lock_wait": {"type": "float", "default": 0},
         "history": {"type": "int", "default": 10},
         "docker_host": {"type": "str"},

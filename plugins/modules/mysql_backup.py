@@ -113,6 +113,17 @@ options:
     description: Apply O(retention) after the backup. V(false) keeps everything.
     type: bool
     default: true
+  change_lock_file:
+    description:
+      - The server's change lock, shared with deploys, rollbacks and restores (the roles point all of them at
+        one file). Pruning holds it, so it never removes a backup a restore is loading; when a holder keeps it
+        past O(change_lock_wait), pruning is skipped with a warning (the new backup is kept, the next run prunes).
+      - Unset, pruning takes no lock.
+    type: path
+  change_lock_wait:
+    description: Seconds pruning waits for the change lock before skipping.
+    type: float
+    default: 60
   verify_checksums:
     description: With O(state=list), also hash every dump and report C(checksum_ok) (reads every file).
     type: bool
@@ -270,7 +281,7 @@ from ansible.module_utils.montaiguillon.backup.mysql import (
     login_options,
     server_facts,
 )
-from ansible.module_utils.montaiguillon.backup.retention import apply_retention, plan_retention
+from ansible.module_utils.montaiguillon.backup.retention import plan_retention, prune_under_lock
 from ansible.module_utils.montaiguillon.backup.settings import BackupSettings
 from ansible.module_utils.montaiguillon.backup.take import run_backup
 from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
@@ -285,6 +296,8 @@ def argument_spec():
         "label": {"type": "str", "default": ""},
         **BackupSettings.argument_spec(),
         "prune": {"type": "bool", "default": True},
+        "change_lock_file": {"type": "path"},
+        "change_lock_wait": {"type": "float", "default": 60},
         "verify_checksums": {"type": "bool", "default": False},
         "max_age_hours": {"type": "float"},
         **CONTAINER_ARGUMENT_SPEC,
@@ -383,7 +396,17 @@ class BackupManager:
                 warn=self.module.warn,
                 **settings.take(),
             )
-            pruned = apply_retention(backup_dir, params["database"], params["retention"]) if params["prune"] else []
+            pruned = []
+            if params["prune"]:
+                pruned = prune_under_lock(
+                    backup_dir,
+                    params["database"],
+                    params["retention"],
+                    lock_file=params["change_lock_file"],
+                    wait=params["change_lock_wait"],
+                    who=f"mysql_backup ({params['kind']} {backup['id']})",
+                    warn=self.module.warn,
+                )
         return {"changed": True, "backup": backup, "pruned": pruned}
 
 

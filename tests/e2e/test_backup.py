@@ -17,7 +17,7 @@ import time
 
 import pytest
 import yaml
-from labtools import INVENTORY, PREFIX, on_server, release
+from labtools import INVENTORY, PREFIX, live_colour, live_image_ref, on_server, release
 from labtools import container as lab_container
 
 pytestmark = pytest.mark.lab
@@ -33,6 +33,7 @@ IDENTITY = INVENTORY.parent / ".generated" / "backup" / "age-identity.txt"
 CRON_ENV = ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/root", "SHELL=/bin/sh", "LOGNAME=root"]
 MAINTENANCE_FLAG = "/etc/montaiguillon/proxy/conf.d/maintenance/on"
 PROXY_HEALTH = "/.proxy/health"
+CHANGE_LOCK = "/var/lib/montaiguillon/change.lock"
 
 
 def https_port(host=HOST):
@@ -165,6 +166,35 @@ def maintenance_flag_exists():
     return shell(f"test -e {MAINTENANCE_FLAG}", check=False).returncode == 0
 
 
+def lock_holder():
+    """The server's change lock, or None when free."""
+    held = shell(f"cat {CHANGE_LOCK}", check=False)
+    return json.loads(held.stdout) if held.returncode == 0 else None
+
+
+class LockWatcher:
+    """Reads the server's change lock every half second while a playbook runs: the holders seen."""
+
+    def __init__(self):
+        self.holders, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            holder = lock_holder()
+            if holder and holder not in self.holders:
+                self.holders.append(holder)
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def take_backup(playbook):
     run = playbook("backup.yml", "-l", HOST)
     assert run.rc == 0, run.output[-3000:]
@@ -263,6 +293,28 @@ def test_restore_brings_back_exactly_the_backed_up_rows_and_can_be_undone(playbo
     undone = restore(playbook, "-e", f"restore_backup={safety}", "-e", "restore_confirm=yes")
     assert undone.rc == 0, undone.output[-3000:]
     assert rows(sql, "probe_restore") == later
+
+
+def test_after_the_backup_directory_is_lost_a_restore_comes_from_the_offsite_store(playbook, sql):
+    sql("DROP TABLE IF EXISTS probe_offsite; CREATE TABLE probe_offsite (id INT PRIMARY KEY);"
+        " INSERT INTO probe_offsite VALUES (1);")  # fmt: skip
+    backup_id, _ = take_backup(playbook)  # backup.yml copies it offsite
+    stored = f"/srv/backup/{HOST}/{manifest(backup_id)['file']}"
+    subprocess.run(["docker", "exec", STORE, "test", "-f", stored], check=True)
+    sql("INSERT INTO probe_offsite VALUES (2)")
+    shell(f"mv {BACKUP_DIR} {BACKUP_DIR}.lost && install -d -m 0700 {BACKUP_DIR}")
+    try:
+        nothing = restore(playbook, "-e", "restore_confirm=yes")
+        assert nothing.rc != 0 and "no complete backup with a valid checksum" in nothing.output
+        done = restore(playbook, "-e", "restore_from=offsite", "-e", "restore_confirm=yes")
+        assert done.rc == 0, done.output[-3000:]
+        assert f"backup {backup_id} (" in done.output
+        assert [r[0] for r in rows(sql, "probe_offsite")] == ["1"]
+        # Brought back: the manifests and the one dump, still encrypted; the other dumps stay offsite.
+        dumps = [name for name in shell(f"ls {BACKUP_DIR}").stdout.split() if ".sql" in name]
+        assert manifest(backup_id)["file"] in dumps and all(name.endswith(".age") for name in dumps)
+    finally:
+        shell(f"rm -rf {BACKUP_DIR} && mv {BACKUP_DIR}.lost {BACKUP_DIR}")
 
 
 def test_restore_to_a_point_in_time_between_two_writes(playbook, sql):
@@ -375,11 +427,15 @@ def test_a_restore_shows_the_maintenance_page_then_the_site_comes_back(playbook,
     backup_id, _ = take_backup(playbook)
     sql("INSERT INTO probe_maint VALUES (2,'written after')")
 
-    with Visitor() as visitor:
+    with Visitor() as visitor, LockWatcher() as lock:
         done = restore(playbook, "-e", f"restore_backup={backup_id}", "-e", "restore_confirm=yes")
         time.sleep(2)  # a few answers after the restore, from the site itself
     assert done.rc == 0, done.output[-3000:]
     assert [r[0] for r in rows(sql, "probe_maint")] == ["1"]
+    # The restore held the server's change lock (deploys, rollbacks, pruning wait) and gave it back.
+    assert [(h["action"], h["what"]) for h in lock.holders] == [("restoring", f"{backup_id} into montaiguillon")]
+    assert lock.holders[0]["until"] > lock.holders[0]["when"]
+    assert lock_holder() is None
     # Visitors saw the site, then only the maintenance page, then the site again:
     # never a proxy error (the app was stopped and restarted meanwhile).
     assert runs(visitor.site()) == [200, "maintenance", 200], runs(visitor.site())
@@ -440,6 +496,32 @@ def test_maintenance_by_hand_on_then_off(playbook, served_site):
     assert not maintenance_flag_exists()
     off_again = playbook("playbooks/maintenance.yml", "-l", HOST, "-e", "maintenance=off")
     assert off_again.rc == 0 and off_again.changed()[HOST] == 0, off_again.output[-3000:]
+
+
+def test_a_deploy_while_a_restore_holds_the_change_lock_waits_then_is_refused_naming_it(
+    playbook, served_site, tmp_path
+):
+    hold = tmp_path / "hold.yml"
+    hold.write_text(
+        "- hosts: prod\n  gather_facts: false\n  tasks:\n"
+        f"    - change_lock: {{path: {CHANGE_LOCK}, who: e2e, action: restoring, what: e2e-backup, lease: 600}}\n"
+    )
+    live = live_colour(HOST)
+    taken = playbook(str(hold))
+    try:
+        assert taken.rc == 0, taken.output[-3000:]
+        with Visitor() as visitor:
+            deploy = playbook(
+                "deploy.yml", "-l", HOST, "-e", f"app_image={live_image_ref(HOST)}", "-e", "app_lock_wait=3"
+            )
+        assert deploy.rc != 0, deploy.output[-3000:]
+        assert "locked by e2e since " in deploy.output
+        assert "(restoring e2e-backup, lease until " in deploy.output and "(waited 3 s)" in deploy.output
+        assert lock_holder()["who"] == "e2e"  # the restore's lock is untouched
+    finally:
+        shell(f"rm -f {CHANGE_LOCK}")
+    assert live_colour(HOST) == live
+    assert runs(visitor.site()) == [200]
 
 
 def test_a_full_disk_fails_the_backup_cleanly_and_keeps_the_earlier_ones(playbook, sql):

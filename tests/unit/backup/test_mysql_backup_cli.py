@@ -232,3 +232,10 @@ def test_a_failed_first_run_still_counts_as_recorded(world, capsys):
     assert main(world, "--json", "run", "--first") == 0
     assert "skipped" in json.loads(capsys.readouterr().out)
     assert not world.backup_dir.exists() or list(world.backup_dir.glob("*.json")) == []
+
+
+def test_fetch_needs_the_offsite_store_and_leaves_the_status_file_alone(world, capsys):
+    write_config(world)
+    assert main(world, "fetch") == 1
+    assert "offsite copies are disabled in the configuration: there is no store" in capsys.readouterr().err
+    assert not world.status_file.exists()

@@ -133,3 +133,16 @@ def test_the_cron_tool_refuses_a_bad_setting_in_its_config_naming_it_and_the_fil
     config = load_config(str(path))
     assert config["max_rate"] == "14M"
     assert config["compression"] == "zstd"  # the settings' default
+
+
+def test_deploys_restores_and_pruning_share_one_change_lock_by_default():
+    app = yaml_file(ROOT / "roles" / "app" / "defaults" / "main.yml")
+    backup = yaml_file(ROLE / "defaults" / "main.yml")
+    assert app["app_lock_file"] == backup["backup_change_lock_file"]
+    for path, name, args in module_calls("bluegreen_release"):
+        assert args.get("lock_file") == "{{ app_lock_file }}", f"{path}: task {name!r} uses another lock"
+    for path, name, args in module_calls("mysql_backup"):
+        if args.get("state", "present") == "present" and args.get("prune", True):
+            assert args.get("change_lock_file") == "{{ backup_change_lock_file }}", f"{path}: {name!r} prunes unlocked"
+    config = yaml_file(ROLE / "vars" / "main.yml")["__backup_config"]
+    assert config["change_lock_file"] == "{{ backup_change_lock_file }}"

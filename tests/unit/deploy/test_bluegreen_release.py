@@ -718,7 +718,7 @@ def test_lock_held_by_a_live_deploy_refuses(h, bg):
     )
     with pytest.raises(bg.ReleaseFailure) as caught:
         h.deploy("site:1")
-    assert "deploy locked by bob since 2026-11-26T09:00:00Z (deploying site:0)" in str(caught.value)
+    assert "locked by bob since 2026-11-26T09:00:00Z (deploying site:0)" in str(caught.value)
     assert "break_lock=true" in str(caught.value)
     assert h.starts() == [] and h.ledger() == []
     assert (h.state_dir / "deploy.lock").exists()  # not ours to remove
@@ -750,7 +750,7 @@ def test_lock_wait_gives_up_with_the_holder_named(h, bg):
     (h.state_dir / "deploy.lock").write_text(
         json.dumps({"who": "bob", "when": "2026-11-26T09:00:00Z", "what": "site:0", "pid": os.getpid()})
     )
-    with pytest.raises(bg.ReleaseFailure, match=r"deploy locked by bob .* \(waited 5 s\)"):
+    with pytest.raises(bg.ReleaseFailure, match=r"locked by bob .* \(waited 5 s\)"):
         h.deploy("site:1", lock_wait=5)
     assert h.starts() == []
 

@@ -28,7 +28,7 @@ import os
 import sys
 
 from ansible.module_utils.montaiguillon.backup import container, mysql
-from ansible.module_utils.montaiguillon.backup.binlogs import shipped_binlogs
+from ansible.module_utils.montaiguillon.backup.binlogs import parse_stop_datetime, shipped_binlogs
 from ansible.module_utils.montaiguillon.backup.catalog import list_backups
 from ansible.module_utils.montaiguillon.backup.container import detect_tools, inspect_container
 from ansible.module_utils.montaiguillon.backup.errors import BackupError
@@ -38,6 +38,7 @@ from ansible.module_utils.montaiguillon.backup.jobs import (
     job_backup,
     job_binlogs,
     job_drill,
+    job_fetch,
     job_offsite,
     then_offsite,
 )
@@ -86,6 +87,21 @@ def cmd_offsite(config, reporter, _args):
         return False, {}
     ok, report = attempt("offsite", job_offsite, config, reporter)
     return ok, {"offsite": report}
+
+
+def cmd_fetch(config, reporter, args):
+    if not config["offsite"].get("enabled"):
+        reporter.log("error", "offsite copies are disabled in the configuration: there is no store to fetch from")
+        return False, {}
+    # Asked for by a person (restore.yml), not scheduled: logged, not kept in the status file.
+    try:
+        before = parse_stop_datetime(args.before) if args.before else None
+        report = job_fetch(config, reporter, backup=args.backup, before=before)
+    except BackupError as exc:
+        reporter.log("error", f"fetch FAILED: {exc}")
+        return False, {"error": str(exc)}
+    reporter.log("info", f"fetch ok: {report['id']} ({report['file']}) from the offsite store in {report['seconds']} s")
+    return True, {"fetch": report}
 
 
 def cmd_status(config, _reporter, args):
@@ -145,6 +161,7 @@ COMMANDS = {
     "ship-binlogs": cmd_ship,
     "drill": cmd_drill,
     "offsite": cmd_offsite,
+    "fetch": cmd_fetch,
     "status": cmd_status,
     "list": cmd_list,
     "selftest": cmd_selftest,
@@ -164,6 +181,9 @@ def parser(config_path):
     drill = sub.add_parser("drill", help="restore a backup into a throwaway container and record the RTO")
     drill.add_argument("--backup", default="latest", help="backup id (default: the newest good one)")
     sub.add_parser("offsite", help="mirror the backup directory to the storage host")
+    fetch = sub.add_parser("fetch", help="bring a backup back from the storage host (after the directory was lost)")
+    fetch.add_argument("--backup", default="latest", help="backup id (default: the newest complete one)")
+    fetch.add_argument("--before", help="the newest complete backup started before this UTC time, and the binlogs")
     status = sub.add_parser("status", help="print the status file; exit 1 when a run failed or backups are stale")
     status.add_argument("--max-age-hours", type=float)
     sub.add_parser("list", help="list the backups with their drill results")

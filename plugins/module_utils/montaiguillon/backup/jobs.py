@@ -13,11 +13,11 @@ from ansible.module_utils.montaiguillon.backup.catalog import backup_dir_lock
 from ansible.module_utils.montaiguillon.backup.drill import record_drill, run_drill
 from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.backup.mysql import login_options
-from ansible.module_utils.montaiguillon.backup.offsite import offsite_sync
+from ansible.module_utils.montaiguillon.backup.offsite import offsite_fetch, offsite_sync
 from ansible.module_utils.montaiguillon.backup.report import describe
 from ansible.module_utils.montaiguillon.backup.restore import load_backup
-from ansible.module_utils.montaiguillon.backup.retention import apply_retention
-from ansible.module_utils.montaiguillon.backup.settings import BackupSettings
+from ansible.module_utils.montaiguillon.backup.retention import prune_under_lock
+from ansible.module_utils.montaiguillon.backup.settings import PROG, BackupSettings
 from ansible.module_utils.montaiguillon.backup.take import run_backup
 
 
@@ -45,7 +45,15 @@ def job_backup(config, reporter, kind="scheduled", label=""):
         )
         pruned = []
         if config["prune"]:
-            pruned = apply_retention(config["backup_dir"], config["database"], config["retention"])
+            pruned = prune_under_lock(
+                config["backup_dir"],
+                config["database"],
+                config["retention"],
+                lock_file=config.get("change_lock_file"),
+                wait=config["change_lock_wait"],
+                who=f"{PROG} on {config['host']}",
+                warn=reporter.warn,
+            )
     return {
         "id": backup["id"],
         "path": backup["path"],
@@ -90,6 +98,22 @@ def job_offsite(config, reporter):
         timeout=int(offsite.get("timeout", 600)),
         warn=reporter.warn,
     )
+
+
+def job_fetch(config, _reporter, backup="latest", before=None):
+    offsite = config["offsite"]
+    prepare_dir(config)
+    with backup_dir_lock(config["backup_dir"], config["lock_timeout"]):
+        return offsite_fetch(
+            config["backup_dir"],
+            target=offsite["target"],
+            ssh_key=offsite["ssh_key"],
+            known_hosts=offsite["known_hosts"],
+            port=offsite.get("port", 22),
+            timeout=int(offsite.get("timeout", 600)),
+            backup=backup,
+            before=before,
+        )
 
 
 def job_drill(config, reporter, backup="latest"):

@@ -8,6 +8,7 @@ import datetime as dt
 
 from ansible.module_utils.montaiguillon.backup.catalog import list_backups, remove_backup
 from ansible.module_utils.montaiguillon.backup.ids import id_sort_key, parse_backup_id
+from ansible.module_utils.montaiguillon.common.lock import DeployLock, LockHeld, acquire_waiting
 
 # The ladder (keep_last, daily, weekly, monthly) keeps scheduled and manual backups; snapshots
 # (pre-deploy, safety) have their own pool: the newest `snapshots` not older than `snapshot_days`.
@@ -108,3 +109,26 @@ def apply_retention(backup_dir, database, policy):
     for backup_id in prune:
         remove_backup(backup_dir, by_id[backup_id])
     return prune
+
+
+def prune_under_lock(backup_dir, database, policy, *, lock_file, wait, who, warn):
+    """``apply_retention`` holding the server's change lock (``lock_file``; None: no lock).
+
+    Pruning must not remove a backup a restore is loading or a deploy's snapshot
+    a rollback may need: it waits up to ``wait`` s for the holder, then skips
+    (the backup just taken stays; the next run prunes) and says who held it.
+    """
+    if not lock_file:
+        return apply_retention(backup_dir, database, policy)
+    lock = DeployLock(lock_file, who=who, what=backup_dir, action="pruning the backups in")
+    try:
+        warnings, _waited = acquire_waiting(lock, wait)
+    except LockHeld as exc:
+        warn(f"pruning skipped this time: {exc}")
+        return []
+    for warning in warnings:
+        warn(warning)
+    try:
+        return apply_retention(backup_dir, database, policy)
+    finally:
+        lock.release()

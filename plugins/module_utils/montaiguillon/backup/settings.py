@@ -122,6 +122,9 @@ DEFAULTS = {
     **BackupSettings.defaults(),
     "prune": True,
     "lock_timeout": 600,
+    # The server's change lock (shared with deploys, rollbacks and restores), held while pruning.
+    "change_lock_file": None,
+    "change_lock_wait": 60,
     "login_user": "root",
     "login_unix_socket": "/run/montaiguillon/mysql/mysqld.sock",
     "connect_timeout": 10,

@@ -1,11 +1,10 @@
 """A deploy (state=present), told as its steps."""
 
-import os
 from dataclasses import dataclass
 
 from ansible.module_utils.montaiguillon.common.clock import iso
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
-from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, read_holder
+from ansible.module_utils.montaiguillon.common.lock import describe_holder, read_holder
 from ansible.module_utils.montaiguillon.deploy.plan import (
     COLOURS,
     OUTCOME_FAILED,
@@ -81,9 +80,9 @@ class PresentRelease:
             decision_changed, reason = decision.changed, decision.reason
             if self.p["pull"]:
                 notes.append("check mode does not pull: the result compares with the local copy of the image")
-        holder = read_holder(os.path.join(self.state_dir, DeployLock.FILE_NAME))
+        holder = read_holder(self.lock_path)
         if holder:
-            notes.append(f"a deploy lock is held: {holder.get('who')} since {holder.get('when')}")
+            notes.append(f"the change lock is held: {describe_holder(holder)}")
         target = choose_target_colour(state)
         after = (
             {

@@ -1,9 +1,7 @@
 """The release manager: a deploy, a rollback or a status, on one server's Docker."""
 
-import os
-
+from ansible.module_utils.montaiguillon.common.lock import read_holder
 from ansible.module_utils.montaiguillon.deploy.ledger import with_snapshot_state
-from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, read_holder
 from ansible.module_utils.montaiguillon.deploy.plan import (
     COLOURS,
 )
@@ -39,7 +37,7 @@ class BlueGreenRelease(PresentRelease, RollbackRelease, SlotOps, ReleaseBase):
             colours[colour] = info
         history = self.p["history"]
         releases = with_snapshot_state(self.read_ledger()[-history:]) if history else []
-        holder = read_holder(os.path.join(self.state_dir, DeployLock.FILE_NAME))
+        holder = read_holder(self.lock_path)
         return {
             "changed": False,
             "live_colour": state.live_colour,

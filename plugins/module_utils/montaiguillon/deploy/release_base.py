@@ -8,10 +8,10 @@ from contextlib import contextmanager
 
 from ansible.module_utils.montaiguillon.common.clock import iso, utcnow
 from ansible.module_utils.montaiguillon.common.files import read_text
+from ansible.module_utils.montaiguillon.common.lock import DeployLock, LockHeld, acquire_waiting
 from ansible.module_utils.montaiguillon.deploy.confinement import Confinement
 from ansible.module_utils.montaiguillon.deploy.fingerprint import config_digest
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
-from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld
 from ansible.module_utils.montaiguillon.deploy.plan import (
     COLOURS,
     container_name,
@@ -44,6 +44,7 @@ class ReleaseBase:
         self.warn = warn or (lambda message: None)
         self.name = params["name"]
         self.state_dir = params.get("state_dir") or f"/var/lib/montaiguillon/{self.name}"
+        self.lock_path = params.get("lock_file") or os.path.join(self.state_dir, DeployLock.FILE_NAME)
         self.upstream_path = os.path.join(params["proxy_conf_dir"], upstream_file_name(self.name))
         self.ledger = ReleaseLedger.in_dir(self.state_dir)
         self.proxy = Proxy(
@@ -204,29 +205,20 @@ class ReleaseBase:
                 self.warn(step.detail)
 
     def take_lock(self, what):
-        lock = DeployLock.in_dir(self.state_dir, who=self.requested_by, what=what, break_lock=self.p["break_lock"])
+        lock = DeployLock(self.lock_path, who=self.requested_by, what=what, break_lock=self.p["break_lock"])
         with self.step("lock") as step:
-            deadline = self.clock() + (self.p.get("lock_wait") or 0)
-            waited = False
-            while True:
-                try:
-                    warnings = lock.acquire()
-                    break
-                except LockHeld as exc:
-                    # A deploy whose controller died keeps running on the server: wait for it to finish.
-                    if self.clock() < deadline:
-                        waited = True
-                        self.sleep(1)
-                        continue
-                    suffix = f" (waited {self.p['lock_wait']:g} s)" if waited else ""
-                    raise ReleaseFailure(str(exc) + suffix, {"changed": False, "lock": exc.holder}) from exc
-                except OSError as exc:
-                    raise ReleaseFailure(f"cannot take the deploy lock {lock.path}: {exc}") from exc
+            try:
+                # A deploy whose controller died keeps running on the server: wait (a bound) for it to finish.
+                warnings, waited = acquire_waiting(lock, self.p.get("lock_wait") or 0, self.clock, self.sleep)
+            except LockHeld as exc:
+                raise ReleaseFailure(str(exc), {"changed": False, "lock": exc.holder}) from exc
+            except OSError as exc:
+                raise ReleaseFailure(f"cannot take the lock {lock.path}: {exc}") from exc
             for warning in warnings:
                 self.warn(warning)
             step.detail = f"taken by {self.requested_by}" + (f" ({'; '.join(warnings)})" if warnings else "")
             if waited:
-                step.detail += " after waiting for the deploy that held it"
+                step.detail += " after waiting for the change that held it"
         return lock
 
     def locked(self, what, body):

@@ -1,10 +1,18 @@
-"""The per-environment deploy lock: exclusive, stale locks taken over, live ones refused."""
+"""The change lock: exclusive, stale locks taken over, live ones refused; held by a process or by a lease."""
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from ansible.module_utils.montaiguillon.deploy.lock import DeployLock, LockHeld, pid_alive, read_holder
+from ansible.module_utils.montaiguillon.common.lock import (
+    DeployLock,
+    LockHeld,
+    acquire_waiting,
+    pid_alive,
+    read_holder,
+    release_token,
+)
 
 BOOT = "boot-1111"
 
@@ -37,7 +45,7 @@ def test_live_lock_is_refused_with_who_when_what(tmp_path):
     with pytest.raises(LockHeld) as caught:
         lock.acquire()
     message = str(caught.value)
-    assert "deploy locked by bob since 2026-11-26T09:00:00Z (deploying site:1)" in message
+    assert "locked by bob since 2026-11-26T09:00:00Z (deploying site:1)" in message
     assert "re-run with break_lock=true" in message
     assert caught.value.holder["who"] == "bob"
     assert read_holder(str(tmp_path / "deploy.lock"))["who"] == "bob"  # untouched
@@ -46,7 +54,7 @@ def test_live_lock_is_refused_with_who_when_what(tmp_path):
 def test_second_deploy_in_the_same_run_is_refused(tmp_path):
     first = make_lock(tmp_path, who="alice")
     first.acquire()
-    with pytest.raises(LockHeld, match="deploy locked by alice"):
+    with pytest.raises(LockHeld, match="locked by alice"):
         make_lock(tmp_path, who="carol", pid=5555).acquire()
     first.release()
     make_lock(tmp_path, who="carol", pid=5555).acquire()
@@ -112,3 +120,56 @@ def test_pid_alive():
 
 def test_read_holder_missing_is_none(tmp_path):
     assert read_holder(str(tmp_path / "deploy.lock")) is None
+
+
+# ---- held across a playbook's tasks: a lease ---------------------------------
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def test_a_lease_holds_after_its_process_is_gone_until_it_runs_out(tmp_path):
+    restore = make_lock(
+        tmp_path,
+        who="ops@ctl",
+        what="20261126T031500Z-scheduled",
+        action="restoring",
+        lease_seconds=3600,
+        now=lambda: T0,
+    )
+    restore.acquire()
+    holder = read_holder(str(tmp_path / "deploy.lock"))
+    assert holder["until"] == "2026-11-26T10:00:00Z" and holder["pid"] is None
+    deploy = make_lock(tmp_path, alive=lambda pid: False, now=lambda: T0 + timedelta(minutes=59))
+    with pytest.raises(LockHeld) as refused:
+        deploy.acquire()
+    assert str(refused.value) == (
+        "locked by ops@ctl since 2026-11-26T09:00:00Z (restoring 20261126T031500Z-scheduled,"
+        " lease until 2026-11-26T10:00:00Z); if that is dead, re-run with break_lock=true"
+    )
+    late = make_lock(tmp_path, now=lambda: T0 + timedelta(minutes=61))
+    assert "its lease ran out at 2026-11-26T10:00:00Z" in late.acquire()[0]
+    assert read_holder(str(tmp_path / "deploy.lock"))["who"] == "alice"
+
+
+def test_only_its_token_releases_a_lease(tmp_path):
+    lease = make_lock(tmp_path, lease_seconds=60, token="restore-token")
+    lease.acquire()
+    path = str(tmp_path / "deploy.lock")
+    assert release_token(path, "another") is False and os.path.exists(path)
+    assert release_token(path, "restore-token") is True and not os.path.exists(path)
+    assert release_token(path, "restore-token") is False  # already gone: nothing to do
+
+
+def test_acquire_waiting_waits_for_the_holder_then_names_it_and_the_wait(tmp_path):
+    write_holder(tmp_path)
+    clock = [0.0]
+    lock = make_lock(tmp_path)
+    with pytest.raises(LockHeld, match=r"locked by bob .*break_lock=true \(waited 3 s\)"):
+        acquire_waiting(lock, 3, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    assert clock[0] == 3
+
+    def holder_finishes(seconds):
+        clock[0] += seconds
+        (tmp_path / "deploy.lock").unlink()
+
+    assert acquire_waiting(lock, 3, clock=lambda: clock[0], sleep=holder_finishes) == ([], True)
