@@ -684,7 +684,7 @@ json.dump(m, open(os.path.join(dst, new_id + '.json'), 'w'))
         empty = pre_deploy("-e", "backup_dir=/var/backups/montaiguillon/probe-empty")
         assert empty.rc != 0 and "there is no good backup of montaiguillon" in empty.output
 
-        forced = pre_deploy("-e", f"backup_dir={stale}", "-e", "deploy_force=true")
+        forced = pre_deploy("-e", f"backup_dir={stale}", "-e", "backup_deploy_force=true")  # deploy.yml: deploy_force
         assert forced.rc == 0, forced.output[-3000:]
         snapshot = re.search(r'"id": "(\S+-pre-deploy)"', forced.output)[1]
         assert manifest(snapshot, stale)["kind"] == "pre-deploy"
