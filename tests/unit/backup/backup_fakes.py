@@ -6,6 +6,7 @@ module's frame reader, stdin half-close and exit-code logic run for real.
 """
 
 import contextlib
+import importlib
 import io
 import os
 import re
@@ -341,3 +342,23 @@ LOGIN = {
     "login_port": 3306,
     "connect_timeout": 5,
 }
+
+
+def rsync_through_a_local_shell(monkeypatch, tmp_path, name):
+    """Make ``montaiguillon.backup.offsite.<name>`` (a function returning an rsync command line) reach the
+    store through a local shell instead of ssh: rsync runs for real. Returns the key files' arguments."""
+    module = importlib.import_module("ansible.module_utils.montaiguillon.backup.offsite")
+    real = getattr(module, name)
+    fake_ssh = tmp_path / "fake_ssh"
+    fake_ssh.write_text('#!/bin/sh\n[ "$1" = -l ] && shift 2\nshift\nexec sh -c "$*"\n')
+    fake_ssh.chmod(0o755)
+
+    def local(*args, **kwargs):
+        cmd = real(*args, **kwargs)
+        cmd[cmd.index("--rsh") + 1] = str(fake_ssh)
+        return cmd
+
+    monkeypatch.setattr(module, name, local)
+    for key in ("key", "known_hosts"):
+        (tmp_path / key).write_text("x")
+    return {"ssh_key": str(tmp_path / "key"), "known_hosts": str(tmp_path / "known_hosts")}

@@ -19,7 +19,7 @@ from ansible.module_utils.montaiguillon.backup.offsite import offsite_sync, rsyn
 from ansible.module_utils.montaiguillon.backup.take import run_backup
 from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso
 from ansible.module_utils.testing import patch_module_args
-from backup_fakes import LOGIN, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump
+from backup_fakes import LOGIN, MARIADB_DUMP, PASSWORD, FakeAPI, FakeConn, pad_dump, rsync_through_a_local_shell
 
 PKG = "ansible.module_utils.montaiguillon.backup"
 
@@ -269,21 +269,7 @@ def test_offsite_copy_to_a_local_directory_through_a_fake_ssh(tmp_path, monkeypa
     (source / "20261126T031500Z-scheduled.json").write_text("{}")
     (source / ".lock").write_text("")
     (source / "x.sql.zst.partial").write_bytes(b"half")
-    for name in ("key", "known_hosts"):
-        (tmp_path / name).write_text("x")
-    fake_ssh = tmp_path / "fake_ssh"
-    fake_ssh.write_text('#!/bin/sh\n[ "$1" = -l ] && shift 2\nshift\nexec sh -c "$*"\n')
-    fake_ssh.chmod(0o755)
-    real_command = rsync_command
-
-    def local(backup_dir, **kwargs):
-        cmd = real_command(backup_dir, **kwargs)
-        cmd[cmd.index("--rsh") + 1] = str(fake_ssh)
-        return cmd
-
-    monkeypatch.setattr(f"{PKG}.offsite.rsync_command", local)
-    result = offsite_sync(
-        str(source), target=f"u@h:{target}", ssh_key=str(tmp_path / "key"), known_hosts=str(tmp_path / "known_hosts")
-    )
+    keys = rsync_through_a_local_shell(monkeypatch, tmp_path, "rsync_command")
+    result = offsite_sync(str(source), target=f"u@h:{target}", **keys)
     assert sorted(os.listdir(target)) == ["20261126T031500Z-scheduled.json", "20261126T031500Z-scheduled.sql.zst"]
     assert result["target"] == f"u@h:{target}"

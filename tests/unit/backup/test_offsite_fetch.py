@@ -7,8 +7,9 @@ import shutil
 import pytest
 from ansible.module_utils.montaiguillon.backup.catalog import list_backups
 from ansible.module_utils.montaiguillon.backup.errors import BackupError
-from ansible.module_utils.montaiguillon.backup.offsite import choose_offsite, fetch_command, offsite_fetch
+from ansible.module_utils.montaiguillon.backup.offsite import choose_offsite, offsite_fetch
 from ansible.module_utils.montaiguillon.common.clock import parse_iso
+from backup_fakes import rsync_through_a_local_shell
 from test_mysql_backup_lib import write_backup
 
 PKG = "ansible.module_utils.montaiguillon.backup"
@@ -33,20 +34,7 @@ def fetch(tmp_path, monkeypatch):
     """offsite_fetch for real with rsync, the remote shell replaced by a local one."""
     if not shutil.which("rsync"):
         pytest.skip("rsync not installed")
-    for name in ("key", "known_hosts"):
-        (tmp_path / name).write_text("x")
-    fake_ssh = tmp_path / "fake_ssh"
-    fake_ssh.write_text('#!/bin/sh\n[ "$1" = -l ] && shift 2\nshift\nexec sh -c "$*"\n')
-    fake_ssh.chmod(0o755)
-    real = fetch_command
-
-    def local(backup_dir, **kwargs):
-        cmd = real(backup_dir, **kwargs)
-        cmd[cmd.index("--rsh") + 1] = str(fake_ssh)
-        return cmd
-
-    monkeypatch.setattr(f"{PKG}.offsite.fetch_command", local)
-    keys = {"ssh_key": str(tmp_path / "key"), "known_hosts": str(tmp_path / "known_hosts")}
+    keys = rsync_through_a_local_shell(monkeypatch, tmp_path, "fetch_command")
     return lambda backup_dir, store, **kwargs: offsite_fetch(str(backup_dir), target=f"u@h:{store}", **keys, **kwargs)
 
 
