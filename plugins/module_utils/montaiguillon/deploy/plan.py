@@ -127,15 +127,23 @@ def render_upstream(upstream, host, port, comment=None):
     return "\n".join(lines)
 
 
-def parse_upstream(text, name):
-    """Colour the upstream file points to, or None (missing, placeholder, other target)."""
+def parse_upstream_server(text, name):
+    """(colour, container, port) of the slot the upstream file points to, or None (missing, placeholder,
+    other target, several)."""
     if not text:
         return None
-    pattern = re.compile(r"^\s*server\s+" + re.escape(name) + r"-(" + "|".join(COLOURS) + r"):\d+\b", re.MULTILINE)
+    pattern = re.compile(r"^\s*server\s+(" + re.escape(name) + r"-(" + "|".join(COLOURS) + r")):(\d+)\b", re.MULTILINE)
     found = set(pattern.findall(text))
     if len(found) == 1:
-        return found.pop()
+        container, colour, port = found.pop()
+        return colour, container, int(port)
     return None
+
+
+def parse_upstream(text, name):
+    """Colour the upstream file points to, or None (missing, placeholder, other target)."""
+    server = parse_upstream_server(text, name)
+    return server[0] if server else None
 
 
 # --- state read from containers ----------------------------------------------

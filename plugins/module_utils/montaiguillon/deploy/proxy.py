@@ -115,6 +115,18 @@ class Proxy:
         self.wait_for_reload(old_workers)
         return self.clock() - started
 
+    def reload(self):
+        """``nginx -t``, reload, and wait until no old worker accepts connections (what a switch does after
+        writing its files); ``ProxyError`` when nginx refuses, with nothing reloaded."""
+        code, output = self.engine.exec(self.container, ["nginx", "-t"])
+        if code != 0:
+            raise ProxyError(f"nginx -t in {self.container} refused its configuration: {tail_lines(output, 5)}")
+        old_workers = self.accepting_workers()
+        code, output = self.engine.exec(self.container, ["nginx", "-s", "reload"])
+        if code != 0:
+            raise ProxyError(f"nginx -s reload in {self.container} failed: {output}")
+        self.wait_for_reload(old_workers)
+
     def accepting_workers(self):
         """Pids of the nginx workers that accept new connections (not those shutting down)."""
         code, output = self.engine.exec(self.container, ["sh", "-c", NGINX_WORKERS_SCRIPT])
