@@ -99,10 +99,6 @@ class BackupSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise BackupError(f"retention.{key} must be a whole number >= 0, not {value!r}")
 
-    @property
-    def retention_policy(self):
-        return {**DEFAULT_RETENTION, **self.retention}
-
     def take(self, **overrides):
         """Keyword arguments of ``run_backup`` for these settings (the pace in bytes per second)."""
         values = {

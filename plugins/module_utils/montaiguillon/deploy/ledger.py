@@ -13,7 +13,7 @@ import json
 import os
 
 from ansible.module_utils.montaiguillon.common.files import fsync_dir, read_text
-from ansible.module_utils.montaiguillon.deploy.plan import find_release, live_entries, previous_release
+from ansible.module_utils.montaiguillon.deploy.plan import find_release, previous_release
 
 
 class ReleaseLedger:
@@ -86,11 +86,6 @@ class ReleaseLedger:
     def find(self, release_id):
         """The latest entry that made ``release_id`` live, or None."""
         return find_release(self.read(), release_id)
-
-    def latest_live(self):
-        """The newest entry that made a release live (success or rollback), or None."""
-        entries = live_entries(self.read())
-        return entries[-1] if entries else None
 
     def previous(self, live_release_id):
         """The release that was live before ``live_release_id`` (rollback's default)."""
