@@ -277,8 +277,8 @@ from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.backup.ids import dump_file_name, make_backup_id
 from ansible.module_utils.montaiguillon.backup.mysql import (
     CONTAINER_ARGUMENT_SPEC,
+    ContainerModule,
     connect,
-    login_options,
     server_facts,
 )
 from ansible.module_utils.montaiguillon.backup.retention import plan_retention, prune_under_lock
@@ -304,12 +304,7 @@ def argument_spec():
     }
 
 
-class BackupManager:
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-        self.login = login_options(self.params)
-
+class BackupManager(ContainerModule):
     def list(self):
         entries = list_backups(self.params["backup_dir"], self.params["database"])
         result = []

@@ -196,9 +196,9 @@ from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.backup.manifest import compare_row_counts
 from ansible.module_utils.montaiguillon.backup.mysql import (
     CONTAINER_ARGUMENT_SPEC,
+    ContainerModule,
     connect,
     count_rows,
-    login_options,
     recreate_database,
     server_facts,
 )
@@ -229,12 +229,7 @@ def argument_spec():
     }
 
 
-class RestoreManager:
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-        self.login = login_options(self.params)
-
+class RestoreManager(ContainerModule):
     def run(self):
         params = self.params
         stop_at = parse_stop_datetime(params["stop_datetime"]) if params["stop_datetime"] else None

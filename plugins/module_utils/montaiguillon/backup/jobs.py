@@ -4,6 +4,7 @@ timed and reported; the library does the work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -28,10 +29,17 @@ def prepare_dir(config):
         raise BackupError(f"cannot create backup_dir {config['backup_dir']}: {exc.strerror}") from exc
 
 
-def job_backup(config, reporter, kind="scheduled", label=""):
+@contextlib.contextmanager
+def on_the_server(config):
+    """The backup directory (created if need be) locked, and the Docker API: what every job works with."""
     prepare_dir(config)
     api = container.docker_api(config.get("docker_host"))
     with backup_dir_lock(config["backup_dir"], config["lock_timeout"]):
+        yield api
+
+
+def job_backup(config, reporter, kind="scheduled", label=""):
+    with on_the_server(config) as api:
         backup = run_backup(
             api,
             login_options(config),
@@ -70,9 +78,7 @@ def job_backup(config, reporter, kind="scheduled", label=""):
 
 
 def job_binlogs(config, reporter):
-    prepare_dir(config)
-    api = container.docker_api(config.get("docker_host"))
-    with backup_dir_lock(config["backup_dir"], config["lock_timeout"]):
+    with on_the_server(config) as api:
         shipped = ship_binlogs(
             api,
             login_options(config),

@@ -59,6 +59,15 @@ def login_options(params):
     return {key: params.get(key) for key in LOGIN_KEYS}
 
 
+class ContainerModule:
+    """What a module working on a database in a container starts from: its parameters and its login."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.login = login_options(self.params)
+
+
 def connect(login, database=None):
     if not HAS_PYMYSQL:
         raise BackupError("PyMySQL is missing on the server (Debian: python3-pymysql)")
