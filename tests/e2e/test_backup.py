@@ -435,6 +435,7 @@ def test_a_restore_shows_the_maintenance_page_then_the_site_comes_back(playbook,
     # The restore held the server's change lock (deploys, rollbacks, pruning wait) and gave it back.
     assert [(h["action"], h["what"]) for h in lock.holders] == [("restoring", f"{backup_id} into montaiguillon")]
     assert lock.holders[0]["until"] > lock.holders[0]["when"]
+    assert lock.holders[0]["who"].startswith("restore.yml by ")  # named for whoever is refused meanwhile
     assert lock_holder() is None
     # Visitors saw the site, then only the maintenance page, then the site again:
     # never a proxy error (the app was stopped and restarted meanwhile).
