@@ -54,19 +54,15 @@ options:
     description: Take the lock even if it looks held. Only when its holder is known to be dead.
     type: bool
     default: false
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    support: full
     details: Says whether the lock could be taken (fails when a live holder has it) and writes nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
   idempotent:
     support: full
     description: Taking the lock again with the same O(lease_id), or releasing a lock already gone, changes nothing.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - server_module
 seealso:
   - module: bluegreen_release
   - module: mysql_backup

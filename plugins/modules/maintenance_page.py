@@ -53,19 +53,15 @@ options:
   docker_host:
     description: Docker daemon URL; the local socket when unset.
     type: str
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    support: full
     details: Says whether the page would change; writes nothing, probes nothing, does not reload.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
   idempotent:
     support: full
     description: On while on and off while off change nothing.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - server_module
 seealso:
   - module: bluegreen_release
 """

@@ -139,21 +139,17 @@ options:
 requirements:
   - zstd or gzip on the server; age when O(encrypt_recipient_file) is set
   - the database container has mariadb-dump or mysqldump, a client, sh, and a writable /tmp
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - mysql_container
 attributes:
   check_mode:
-    support: full
     details: Connects and reads only; reports the backup it would take and the backups retention would prune.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
   idempotent:
     support: none
     description:
       - Every run with O(state=present) takes a new backup (C(changed=true)); O(state=list) never changes anything.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - server_module
+  - mysql_container
 notes:
   - Consistency with C(--single-transaction) covers transactional (InnoDB) tables only.
   - Backup files are mode 0600; the dump holds every row of the database.
@@ -280,8 +276,7 @@ from ansible.module_utils.montaiguillon.backup.ids import dump_file_name, make_b
 from ansible.module_utils.montaiguillon.backup.mysql import (
     CONTAINER_ARGUMENT_SPEC,
     ContainerModule,
-    connect,
-    server_facts,
+    existing_database_facts,
 )
 from ansible.module_utils.montaiguillon.backup.retention import plan_retention, prune_under_lock
 from ansible.module_utils.montaiguillon.backup.settings import BackupSettings
@@ -340,13 +335,7 @@ class BackupManager(ContainerModule):
         params = self.params
         api = docker_api(params["docker_host"])
         inspect_container(api, params["container"])
-        conn = connect(self.login)
-        try:
-            facts = server_facts(conn, params["database"])
-        finally:
-            conn.close()
-        if not facts["exists"]:
-            raise BackupError(f"database {params['database']} does not exist on the server in {params['container']}")
+        existing_database_facts(self.login, params["database"], params["container"])
         now = utcnow()
         backup_dir = params["backup_dir"]
         existing = os.listdir(backup_dir) if os.path.isdir(backup_dir) else []

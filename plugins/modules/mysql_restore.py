@@ -83,20 +83,16 @@ options:
     default: zstd
 requirements:
   - zstd or gzip on the server (as the backup used); age for encrypted backups
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - mysql_container
 attributes:
   check_mode:
-    support: full
     details: The checksum is verified in check mode too; nothing is restored, started or written.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
   idempotent:
     support: none
     description: V(restore) and V(drill) always act; V(verify) never changes anything.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - server_module
+  - mysql_container
 notes:
   - Stop the application's writers before a restore; the database is dropped and recreated.
   - The drill container is named C({container}-drill-{random}) and carries the label C(montaiguillon.backup-drill).

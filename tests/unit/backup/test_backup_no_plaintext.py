@@ -38,7 +38,7 @@ def world(load_module, monkeypatch, tmp_path):
     World.recipients.write_bytes(public)
     for module in (World.backup_module, World.restore_module):
         monkeypatch.setattr(module, "docker_api", lambda docker_host=None: World.api)
-        monkeypatch.setattr(module, "connect", lambda login, database=None: World.conn)
+    monkeypatch.setattr(World.restore_module, "connect", lambda login, database=None: World.conn)
     monkeypatch.setattr(f"{PKG}.container.docker_api", lambda docker_host=None: World.api)
     monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: World.conn)
     monkeypatch.setattr(syslog, "syslog", lambda priority, message: World.syslog.append((priority, message)))

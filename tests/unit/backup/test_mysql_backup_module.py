@@ -34,7 +34,6 @@ def world(mod, monkeypatch, tmp_path):
         backup_dir = tmp_path / "backups"
 
     monkeypatch.setattr(mod, "docker_api", lambda docker_host=None: World.api)
-    monkeypatch.setattr(mod, "connect", lambda login, database=None: World.conn)
     monkeypatch.setattr(f"{PKG}.mysql.connect", lambda login, database=None: World.conn)
     return World
 

@@ -42,7 +42,7 @@ from ansible.module_utils.montaiguillon.backup.jobs import (
     job_offsite,
     then_offsite,
 )
-from ansible.module_utils.montaiguillon.backup.mysql import login_options, server_facts
+from ansible.module_utils.montaiguillon.backup.mysql import login_options
 from ansible.module_utils.montaiguillon.backup.pipeline import resolve_compression
 from ansible.module_utils.montaiguillon.backup.report import Reporter, read_status, status_problems
 from ansible.module_utils.montaiguillon.backup.settings import (
@@ -66,33 +66,41 @@ def cmd_run(config, reporter, args):
     return then_offsite(config, reporter, ok, results)
 
 
+def disabled(config, reporter, section, level, why):
+    """The command's answer when ``config[section]`` is off (an error unless ``level`` is info); None when on."""
+    if config[section].get("enabled"):
+        return None
+    reporter.log(level, why)
+    return level == "info", {}
+
+
+def attempt_then_offsite(name, job, config, reporter, **kwargs):
+    ok, report = attempt(name, job, config, reporter, **kwargs)
+    return then_offsite(config, reporter, ok, {name: report})
+
+
 def cmd_ship(config, reporter, _args):
-    if not config["binlogs"].get("enabled"):
-        reporter.log("info", "binlog shipping is disabled in the configuration")
-        return True, {}
-    ok, report = attempt("binlogs", job_binlogs, config, reporter)
-    results = {"binlogs": report}
-    return then_offsite(config, reporter, ok, results)
+    off = disabled(config, reporter, "binlogs", "info", "binlog shipping is disabled in the configuration")
+    return off or attempt_then_offsite("binlogs", job_binlogs, config, reporter)
 
 
 def cmd_drill(config, reporter, args):
-    ok, report = attempt("drill", job_drill, config, reporter, backup=args.backup)
-    results = {"drill": report}
-    return then_offsite(config, reporter, ok, results)
+    return attempt_then_offsite("drill", job_drill, config, reporter, backup=args.backup)
 
 
 def cmd_offsite(config, reporter, _args):
-    if not config["offsite"].get("enabled"):
-        reporter.log("error", "offsite copies are disabled in the configuration")
-        return False, {}
+    off = disabled(config, reporter, "offsite", "error", "offsite copies are disabled in the configuration")
+    if off:
+        return off
     ok, report = attempt("offsite", job_offsite, config, reporter)
     return ok, {"offsite": report}
 
 
 def cmd_fetch(config, reporter, args):
-    if not config["offsite"].get("enabled"):
-        reporter.log("error", "offsite copies are disabled in the configuration: there is no store to fetch from")
-        return False, {}
+    why = "offsite copies are disabled in the configuration: there is no store to fetch from"
+    off = disabled(config, reporter, "offsite", "error", why)
+    if off:
+        return off
     # Asked for by a person (restore.yml), not scheduled: logged, not kept in the status file.
     try:
         before = parse_stop_datetime(args.before) if args.before else None
@@ -140,13 +148,7 @@ def cmd_selftest(config, _reporter, _args):
     inspect_container(api, config["container"])
     checks["container"] = config["container"]
     checks["tools"] = detect_tools(api, config["container"])
-    conn = mysql.connect(login_options(config))
-    try:
-        facts = server_facts(conn, config["database"])
-    finally:
-        conn.close()
-    if not facts["exists"]:
-        raise BackupError(f"database {config['database']} does not exist")
+    facts = mysql.existing_database_facts(login_options(config), config["database"], config["container"])
     checks["server"] = facts["version"]
     checks["log_bin"] = facts["log_bin"]
     checks["compression"] = resolve_compression(config["compression"], lambda _m: None)

@@ -77,16 +77,10 @@ class ExecStream:
         self.tool = os.path.basename(program[0])
         self.stderr = bytearray()
         try:
-            self.exec_id = api.exec_create(
-                container,
-                cmd,
-                stdin=stdin,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                environment=environment,
-                user=user,
-            )["Id"]
+            # Both streams, multiplexed (no tty): stdout is the data, stderr the tool's complaint.
+            streams = {"stdout": True, "stderr": True, "tty": False}
+            created = api.exec_create(container, cmd, stdin=stdin, environment=environment, user=user, **streams)
+            self.exec_id = created["Id"]
             self._raw = api.exec_start(self.exec_id, socket=True)
         except DockerException as exc:
             raise BackupError(f"cannot run {self.tool} in container {container}: {exc}") from exc

@@ -38,17 +38,40 @@ def on_the_server(config):
         yield api
 
 
+def in_the_database(job, api, config, reporter, **kwargs):
+    """``job`` (run_backup, ship_binlogs) on the configured database container and backup directory."""
+    return job(
+        api,
+        login_options(config),
+        container=config["container"],
+        backup_dir=config["backup_dir"],
+        warn=reporter.warn,
+        **kwargs,
+    )
+
+
+def offsite_store(config):
+    """Where the offsite store is and how to reach it, as offsite_sync and offsite_fetch take it."""
+    offsite = config["offsite"]
+    return {
+        "target": offsite["target"],
+        "ssh_key": offsite["ssh_key"],
+        "known_hosts": offsite["known_hosts"],
+        "port": offsite.get("port", 22),
+        "timeout": int(offsite.get("timeout", 600)),
+    }
+
+
 def job_backup(config, reporter, kind="scheduled", label=""):
     with on_the_server(config) as api:
-        backup = run_backup(
+        backup = in_the_database(
+            run_backup,
             api,
-            login_options(config),
-            container=config["container"],
+            config,
+            reporter,
             database=config["database"],
-            backup_dir=config["backup_dir"],
             kind=kind,
             label=label,
-            warn=reporter.warn,
             **BackupSettings.from_mapping(config).take(),
         )
         pruned = []
@@ -79,47 +102,31 @@ def job_backup(config, reporter, kind="scheduled", label=""):
 
 def job_binlogs(config, reporter):
     with on_the_server(config) as api:
-        shipped = ship_binlogs(
+        shipped = in_the_database(
+            ship_binlogs,
             api,
-            login_options(config),
-            container=config["container"],
-            backup_dir=config["backup_dir"],
+            config,
+            reporter,
             encrypt_recipient_file=config.get("encrypt_recipient_file"),
             flush=bool(config["binlogs"].get("flush", True)),
-            warn=reporter.warn,
         )
         shipped["pruned"] = prune_shipped_binlogs(config["backup_dir"])
     return shipped
 
 
 def job_offsite(config, reporter):
-    offsite = config["offsite"]
     return offsite_sync(
         config["backup_dir"],
-        target=offsite["target"],
-        ssh_key=offsite["ssh_key"],
-        known_hosts=offsite["known_hosts"],
-        port=offsite.get("port", 22),
-        delete=bool(offsite.get("delete", False)),
-        timeout=int(offsite.get("timeout", 600)),
+        delete=bool(config["offsite"].get("delete", False)),
         warn=reporter.warn,
+        **offsite_store(config),
     )
 
 
 def job_fetch(config, _reporter, backup="latest", before=None):
-    offsite = config["offsite"]
     prepare_dir(config)
     with backup_dir_lock(config["backup_dir"], config["lock_timeout"]):
-        return offsite_fetch(
-            config["backup_dir"],
-            target=offsite["target"],
-            ssh_key=offsite["ssh_key"],
-            known_hosts=offsite["known_hosts"],
-            port=offsite.get("port", 22),
-            timeout=int(offsite.get("timeout", 600)),
-            backup=backup,
-            before=before,
-        )
+        return offsite_fetch(config["backup_dir"], backup=backup, before=before, **offsite_store(config))
 
 
 def job_drill(config, reporter, backup="latest"):

@@ -116,6 +116,18 @@ def server_facts(conn, database):
     }
 
 
+def existing_database_facts(login, database, container):
+    """``server_facts`` of ``database``, which must exist: ``BackupError`` naming it and ``container`` otherwise."""
+    conn = connect(login)
+    try:
+        facts = server_facts(conn, database)
+    finally:
+        conn.close()
+    if not facts["exists"]:
+        raise BackupError(f"database {database} does not exist on the server in {container}")
+    return facts
+
+
 def count_rows(conn, database, tables):
     counts = {}
     with conn.cursor() as cur:

@@ -22,7 +22,6 @@ from ansible.module_utils.montaiguillon.backup.container import (
 from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.backup.ids import COMPRESSIONS, dump_file_name, make_backup_id
 from ansible.module_utils.montaiguillon.backup.manifest import build_manifest
-from ansible.module_utils.montaiguillon.backup.mysql import server_facts
 from ansible.module_utils.montaiguillon.backup.pacing import Pacer, background_thread
 from ansible.module_utils.montaiguillon.backup.pipeline import CompressPipeline, resolve_compression
 from ansible.module_utils.montaiguillon.backup.scanner import DumpScanner, check_dump, dump_flags
@@ -125,13 +124,7 @@ def _commands(compression, encrypt_recipient_file):
 
 def _database_facts(login, container, database, warn):
     """The server's version, charset and binlog state; refuses a database that is not there."""
-    conn = mysql.connect(login)
-    try:
-        facts = server_facts(conn, database)
-    finally:
-        conn.close()
-    if not facts["exists"]:
-        raise BackupError(f"database {database} does not exist on the server in {container}")
+    facts = mysql.existing_database_facts(login, database, container)
     if not facts["log_bin"]:
         warn("binary logging is off on the server: this backup has no binlog position (no point-in-time recovery)")
     return facts

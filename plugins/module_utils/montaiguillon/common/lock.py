@@ -32,6 +32,8 @@ import socket
 import time
 from datetime import UTC, datetime, timedelta
 
+from ansible.module_utils.montaiguillon.common.files import read_text
+
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
@@ -70,10 +72,8 @@ def pid_alive(pid):
 
 def read_holder(path):
     """The lock file's content as a dict; None when there is no lock; {} when unreadable."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
+    text = read_text(path)
+    if text is None:
         return None
     try:
         data = json.loads(text)

@@ -3,7 +3,11 @@
 One place for what the deploy and the maintenance page do to the proxy container.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import os
+from collections.abc import Callable
 from contextlib import suppress
 
 from ansible.module_utils.montaiguillon.common.files import atomic_write_text, read_text
@@ -45,18 +49,18 @@ class ProxyError(Exception):
     """The proxy is missing or refused a change; the message says which and what was restored."""
 
 
+@dataclasses.dataclass
 class Proxy:
     """The proxy container and the upstream file it includes from its conf.d."""
 
-    def __init__(self, engine, container, conf_dir, upstream_path, clock, sleep, warn, slot_path=None):
-        self.engine = engine
-        self.container = container
-        self.conf_dir = conf_dir
-        self.upstream_path = upstream_path
-        self.slot_path = slot_path
-        self.clock = clock
-        self.sleep = sleep
-        self.warn = warn
+    engine: object
+    container: str
+    conf_dir: str
+    upstream_path: str
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    warn: Callable[[str], None]
+    slot_path: str | None = None
 
     def check(self):
         """The proxy must run and its conf.d must be here; ``ProxyError`` otherwise."""

@@ -1,0 +1,13 @@
+"""Attributes shared by the modules that act on one POSIX server: full check mode, no diff."""
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""
