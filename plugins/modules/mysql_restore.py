@@ -64,6 +64,17 @@ options:
     description: Seconds to wait for the drill container's server to accept connections.
     type: int
     default: 300
+  record_dir:
+    description:
+      - V(drill) mode - the directory where the backup is kept, to record the drill in (C({id}.drill.json), the
+        manifest's C(verified)), when O(backup_dir) holds a copy fetched for the drill, such as the offsite
+        copy brought into a scratch directory. Defaults to O(backup_dir).
+    type: path
+  drill_source:
+    description: V(drill) mode - where the drilled copy came from, written in the drill record.
+    type: str
+    choices: [local, offsite]
+    default: local
   log_restore:
     description:
       - Write the restored data and replayed events to the server's binary log (needed when it has replicas).
@@ -173,6 +184,7 @@ drill:
     row_counts: {users: 3}
     mismatches: []
     smoke_result: [["312"]]
+    source: local
 """
 
 import time
@@ -219,6 +231,8 @@ def argument_spec():
         "decrypt_identity_file": {"type": "path"},
         "smoke_query": {"type": "str", "default": "SELECT COUNT(*) FROM information_schema.tables"},
         "drill_timeout": {"type": "int", "default": 300},
+        "record_dir": {"type": "path"},
+        "drill_source": {"type": "str", "choices": ["local", "offsite"], "default": "local"},
         "log_restore": {"type": "bool", "default": False},
         **BackupSettings.argument_spec(["compression", "encrypt_recipient_file"]),  # of the safety backup
         **CONTAINER_ARGUMENT_SPEC,
@@ -259,8 +273,10 @@ class RestoreManager(ContainerModule):
             smoke_query=params["smoke_query"],
             timeout=params["drill_timeout"],
         )
-        with backup_dir_lock(params["backup_dir"], params["lock_timeout"]):
-            manifest = record_drill(params["backup_dir"], entry, drill)
+        drill["source"] = params["drill_source"]
+        record_dir = params["record_dir"] or params["backup_dir"]
+        with backup_dir_lock(record_dir, params["lock_timeout"]):
+            manifest = record_drill(record_dir, entry, drill)
         result.update(changed=True, drill=drill, backup={**manifest, "path": entry["path"]})
         if drill["status"] != "passed":
             reason = drill.get("error") or f"row counts differ: {drill.get('mismatches')}"

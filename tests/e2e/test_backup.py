@@ -627,10 +627,12 @@ def test_restore_drill_records_the_restore_time_with_the_backup(playbook):
     # Run from the controller (make drill ENV=prod, the weekly workflow): the identity comes for its length.
     run = playbook("playbooks/backup_drill.yml", "-l", HOST)
     assert run.rc == 0, run.output[-3000:]
-    drilled = re.search(r"Drill of backup (\S+) on site\.com: passed", run.output)[1]
+    # With a store, the drilled copy is the store's (issue 15): fetched beside the backups, then removed.
+    drilled = re.search(r"Drill of backup (\S+) on site\.com: passed \(the offsite copy\)", run.output)[1]
     rto = float(re.search(r"RTO: restored in ([\d.]+) s", run.output)[1])
     record = json.loads(shell(f"cat {BACKUP_DIR}/{drilled}.drill.json").stdout)
-    assert record["status"] == "passed" and record["mismatches"] == []
+    assert record["status"] == "passed" and record["mismatches"] == [] and record["source"] == "offsite"
+    assert "montaiguillon-drill-" not in shell(f"ls {BACKUP_DIR}/..").stdout
     assert record["restore_seconds"] == rto > 0
     assert manifest(drilled)["verified"] is True
     # No drill container is left behind, and the record went offsite too.

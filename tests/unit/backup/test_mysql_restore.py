@@ -4,6 +4,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -295,6 +296,34 @@ def test_drill_restores_into_a_throwaway_container_and_marks_the_backup_verified
     assert on_disk["verified"] is True and on_disk["last_drill"]["status"] == "passed"
     assert validate_manifest(on_disk, manifest["id"]) == []
     assert result["backup"]["verified"] is True
+
+
+def test_a_drill_of_a_fetched_copy_is_recorded_where_the_backup_is_kept(mod, world, drill_conn, capsys, tmp_path):
+    # The weekly drill of the offsite copy: fetched into a scratch directory, drilled there, recorded here.
+    manifest = backup(world)
+    scratch = tmp_path / "scratch"
+    shutil.copytree(world.backup_dir, scratch)
+    result = run(
+        mod, capsys, **args(world, mode="drill", backup_dir=str(scratch), record_dir=str(world.backup_dir),
+                            drill_source="offsite")
+    )  # fmt: skip
+    assert result["drill"]["status"] == "passed" and result["drill"]["source"] == "offsite"
+    record = json.loads((world.backup_dir / f"{manifest['id']}.drill.json").read_text())
+    assert record["source"] == "offsite" and record["status"] == "passed"
+    kept = json.loads(Path(manifest["manifest_path"]).read_text())
+    assert kept["verified"] is True and kept["last_drill"]["source"] == "offsite"
+    assert not (scratch / f"{manifest['id']}.drill.json").exists()
+
+
+def test_a_drill_of_a_copy_pruned_here_leaves_its_record_alone(world):
+    # The store keeps backups longer than the server: the record is written, no manifest is invented.
+    manifest = backup(world)
+    entry = list_backups(str(world.backup_dir))[0]
+    os.remove(manifest["manifest_path"])
+    recorded = record_drill(str(world.backup_dir), entry, {"status": "passed", "finished_at": "x", "source": "offsite"})
+    assert recorded["verified"] is True
+    assert not Path(manifest["manifest_path"]).exists()
+    assert json.loads((world.backup_dir / f"{manifest['id']}.drill.json").read_text())["source"] == "offsite"
 
 
 def test_a_failed_drill_is_recorded_unverifies_and_fails(mod, world, drill_conn, capsys):

@@ -7,6 +7,7 @@ import shutil
 import pytest
 from ansible.module_utils.montaiguillon.backup.catalog import list_backups
 from ansible.module_utils.montaiguillon.backup.errors import BackupError
+from ansible.module_utils.montaiguillon.backup.jobs import job_fetch
 from ansible.module_utils.montaiguillon.backup.offsite import choose_offsite, offsite_fetch
 from ansible.module_utils.montaiguillon.common.clock import parse_iso
 from backup_fakes import rsync_through_a_local_shell
@@ -75,6 +76,27 @@ def test_nothing_to_bring_back_is_named(tmp_path, store, fetch):
     with pytest.raises(BackupError, match=r"backup 20261101T000000Z-manual is not a complete backup in the offsite"):
         fetch(wiped, store, backup="20261101T000000Z-manual")
     assert not any(name.endswith(".zst") for name in os.listdir(wiped))
+
+
+def test_a_drill_fetches_into_a_scratch_directory_and_leaves_the_backup_directory_alone(tmp_path, store, monkeypatch):
+    # montaiguillon-backup fetch --into DIR: the offsite copy brought beside the backups, for a drill of it.
+    if not shutil.which("rsync"):
+        pytest.skip("rsync not installed")
+    keys = rsync_through_a_local_shell(monkeypatch, tmp_path, "fetch_command")
+    backups, scratch = tmp_path / "backups", tmp_path / "drill-scratch"
+    backups.mkdir()
+    config = {
+        "backup_dir": str(backups),
+        "lock_timeout": 5,
+        "offsite": {"target": f"u@h:{store}", "ssh_key": keys["ssh_key"], "known_hosts": keys["known_hosts"]},
+    }
+    report = job_fetch(config, None, into=str(scratch))
+    assert report["id"] == IDS[2]
+    assert (scratch / f"{IDS[2]}.sql.zst").read_bytes() == b"dump 26"
+    # root's alone whatever the modes on the store (here 0755 and 0644)
+    assert oct(scratch.stat().st_mode & 0o777) == "0o700"
+    assert {oct(f.stat().st_mode & 0o777) for f in scratch.iterdir()} == {"0o600"}
+    assert os.listdir(backups) == []
 
 
 def test_choose_offsite_skips_failed_backups(tmp_path):

@@ -104,11 +104,12 @@ def cmd_fetch(config, reporter, args):
     # Asked for by a person (restore.yml), not scheduled: logged, not kept in the status file.
     try:
         before = parse_stop_datetime(args.before) if args.before else None
-        report = job_fetch(config, reporter, backup=args.backup, before=before)
+        report = job_fetch(config, reporter, backup=args.backup, before=before, into=args.into)
     except BackupError as exc:
         reporter.log("error", f"fetch FAILED: {exc}")
         return False, {"error": str(exc)}
-    reporter.log("info", f"fetch ok: {report['id']} ({report['file']}) from the offsite store in {report['seconds']} s")
+    where = f"the offsite store into {args.into}" if args.into else "the offsite store"
+    reporter.log("info", f"fetch ok: {report['id']} ({report['file']}) from {where} in {report['seconds']} s")
     return True, {"fetch": report}
 
 
@@ -186,6 +187,9 @@ def parser(config_path):
     fetch = sub.add_parser("fetch", help="bring a backup back from the storage host (after the directory was lost)")
     fetch.add_argument("--backup", default="latest", help="backup id (default: the newest complete one)")
     fetch.add_argument("--before", help="the newest complete backup started before this UTC time, and the binlogs")
+    fetch.add_argument(
+        "--into", help="another directory to fetch into (created 0700): a drill of the offsite copy, not a restore"
+    )
     status = sub.add_parser("status", help="print the status file; exit 1 when a run failed or backups are stale")
     status.add_argument("--max-age-hours", type=float)
     sub.add_parser("list", help="list the backups with their drill results")

@@ -167,15 +167,24 @@ def _load_and_check(api, container_id, conn, cnf, tools, manifest, commands, smo
 
 
 def record_drill(backup_dir, entry, result):
-    """Write ``{id}.drill.json`` and set the manifest's ``verified`` (caller holds the lock)."""
+    """Write ``{id}.drill.json`` in ``backup_dir`` and set ``verified`` on the backup's manifest there.
+
+    The caller holds ``backup_dir``'s lock. The drilled copy may have been fetched elsewhere (the offsite
+    copy, into a scratch directory): the record still goes where the backup is kept, and when that
+    directory no longer has the backup's manifest (pruned there), the record stands alone.
+    """
     backup_id = entry["id"]
     write_json(os.path.join(backup_dir, f"{backup_id}.drill.json"), result)
-    manifest = _read_json(entry["manifest_path"])
+    manifest_path = os.path.join(backup_dir, os.path.basename(entry["manifest_path"]))
+    kept = os.path.isfile(manifest_path)
+    manifest = _read_json(manifest_path) if kept else dict(entry["manifest"])
     manifest["verified"] = result["status"] == "passed"
     manifest["last_drill"] = {
         "status": result["status"],
         "at": result["finished_at"],
         "restore_seconds": result.get("restore_seconds"),
+        "source": result.get("source", "local"),
     }
-    write_json(entry["manifest_path"], manifest)
+    if kept:
+        write_json(manifest_path, manifest)
     return manifest

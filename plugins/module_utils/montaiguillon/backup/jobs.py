@@ -123,10 +123,12 @@ def job_offsite(config, reporter):
     )
 
 
-def job_fetch(config, _reporter, backup="latest", before=None):
-    prepare_dir(config)
-    with backup_dir_lock(config["backup_dir"], config["lock_timeout"]):
-        return offsite_fetch(config["backup_dir"], backup=backup, before=before, **offsite_store(config))
+def job_fetch(config, _reporter, backup="latest", before=None, into=None):
+    """Into the backup directory (a restore after it was lost) or ``into`` another (a drill of the offsite copy)."""
+    target = {**config, "backup_dir": into} if into else config
+    prepare_dir(target)
+    with backup_dir_lock(target["backup_dir"], config["lock_timeout"]):
+        return offsite_fetch(target["backup_dir"], backup=backup, before=before, **offsite_store(config))
 
 
 def job_drill(config, reporter, backup="latest"):

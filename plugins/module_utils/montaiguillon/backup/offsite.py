@@ -58,10 +58,12 @@ def rsync_command(backup_dir, *, target, ssh_key, known_hosts, port=22, delete=F
 def fetch_command(backup_dir, *, target, ssh_key, known_hosts, port=22, timeout=600, include=()):
     """The rsync command line that brings ``include`` (rsync patterns) back from the store into ``backup_dir``.
 
-    Only what the server lacks: a file already there is never replaced.
+    Only what the server lacks: a file already there is never replaced. Whatever the modes on the
+    store, what arrives is root's alone (directories 0700, files 0600), as the backups are here.
     """
     filters = [f"--include={pattern}" for pattern in include] + ["--exclude=*"]
-    cmd = [*_rsync(_ssh(ssh_key, known_hosts, port, timeout), timeout), "--ignore-existing", *filters]
+    cmd = [*_rsync(_ssh(ssh_key, known_hosts, port, timeout), timeout), "--ignore-existing", "--chmod=D0700,F0600"]
+    cmd += filters
     return [*cmd, target.rstrip("/") + "/", backup_dir.rstrip("/") + "/"]
 
 
