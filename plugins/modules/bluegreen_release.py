@@ -105,7 +105,9 @@ options:
   env:
     description:
       - Environment of the app container and of the migration container (non-secret settings).
-      - A cold rollback (the release's container is gone) starts the old image with this environment too.
+      - Recorded in the release's ledger entry (never put a secret here), so that a cold rollback (the
+        release's container is gone) starts the old image with the environment it ran with; its secrets
+        are this run's O(secret_env) and O(secret_files).
     type: dict
     default: {}
   secret_env:

@@ -307,3 +307,30 @@ def test_configuration_change_ships_under_load(playbook, refs):
     assert "MONTAIGUILLON_E2E_SETTING=42" in json.loads(env.stdout)
     again = deploy(playbook, "test", ref, "-e", extra)
     assert again.rc == 0 and again.changed() == {"dev.site": 0}, again.output[-3000:]
+
+
+def live_env(host="dev.site"):
+    env = on_server(lab_container(host), "docker", "inspect", "-f", "{{json .Config.Env}}", f"app-{live_colour(host)}")
+    return json.loads(env.stdout)
+
+
+def ledger_entries(host="dev.site"):
+    text = on_server(lab_container(host), "cat", "/var/lib/montaiguillon/app/releases.jsonl").stdout
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_a_cold_rollback_brings_back_the_release_s_own_environment(playbook, refs):
+    """Two configuration releases later, the first is started again as it ran, not with today's variables."""
+    _v2, ref = refs["v2"]
+    before_setting = ledger_entries()[-1]["previous_release"]  # the release the setting replaced
+    newer = json.dumps({"app_extra_environment": {"MONTAIGUILLON_E2E_SETTING": "43"}})
+    run = deploy(playbook, "test", ref, "-e", newer)
+    assert run.rc == 0, run.output[-3000:]
+    assert "MONTAIGUILLON_E2E_SETTING=43" in live_env()
+    # Its container is gone now (both slots hold the two setting releases): a cold rollback.
+    run = playbook("rollback.yml", "-l", "test", "-e", f"app_rollback_to={before_setting}", "-e", newer)
+    assert run.rc == 0, run.output[-3000:]
+    assert not [item for item in live_env() if item.startswith("MONTAIGUILLON_E2E_SETTING=")]
+    entry = ledger_entries()[-1]
+    assert entry["outcome"] == "rollback" and entry["release"] == before_setting and "(cold)" in entry["message"]
+    assert "MONTAIGUILLON_E2E_SETTING" not in entry["env"]

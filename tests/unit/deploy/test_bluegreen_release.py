@@ -821,6 +821,38 @@ def test_cold_rollback_starts_the_old_image_again(h):
     assert "(cold)" in h.ledger()[-1]["message"]
 
 
+def container_env(h, name):
+    return dict(item.split("=", 1) for item in h.engine.containers[name]["Config"]["Env"])
+
+
+def test_a_cold_rollback_is_the_release_with_its_own_environment(h):
+    # A configuration change that broke the site is undone by a rollback, even once its container is gone.
+    first = h.deploy("site:1", env={"FEATURE": "old"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
+    h.deploy("site:2", env={"FEATURE": "new"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
+    h.engine.remove_container("app-blue")
+    today = {"env": {"FEATURE": "new"}, "secret_env": {"APP_DB_PASSWORD": "pw-1"}}
+    h.manager(state="rolled_back", release=first["release"]["release"], **today).run()
+    assert container_env(h, "app-blue")["FEATURE"] == "old"
+    entry = h.ledger()[-1]
+    assert entry["env"] == {"FEATURE": "old"}
+    assert entry["config"] == first["release"]["config"]  # the very configuration it ran with
+    assert h.warnings == []
+
+
+def test_a_cold_rollback_keeps_today_s_secrets_and_says_so(h):
+    first = h.deploy("site:1", env={"FEATURE": "old"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
+    h.deploy("site:2", env={"FEATURE": "new"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
+    h.engine.remove_container("app-blue")
+    rotated = {"env": {"FEATURE": "new"}, "secret_env": {"APP_DB_PASSWORD": "pw-2"}}
+    h.manager(state="rolled_back", release=first["release"]["release"], **rotated).run()
+    env = container_env(h, "app-blue")
+    assert env["FEATURE"] == "old" and env["APP_DB_PASSWORD"] == "pw-2"  # a rotated password is never undone
+    assert h.ledger()[-1]["config"] != first["release"]["config"]
+    assert any("secrets, port, networks, volumes or limits are this run's" in w for w in h.warnings)
+    ledger_text = (h.state_dir / "releases.jsonl").read_text()
+    assert "pw-1" not in ledger_text and "pw-2" not in ledger_text
+
+
 def test_rollback_to_a_pruned_image_is_a_clear_error(h, bg):
     first = h.deploy("site:1")
     h.deploy("site:2")

@@ -230,6 +230,7 @@ class PresentRelease:
             image=run.ref,
             image_id=run.image_id,
             config=self.config_for(run.image_id),
+            env=dict(self.plain_env),
             version=version,
             revision=self.p.get("revision") or run.revision,
             started_at=iso(run.started_at),

@@ -59,6 +59,9 @@ class ReleaseBase:
         )
         self.requested_by = params.get("requested_by") or f"{getpass.getuser()}@{socket.gethostname()}"
         self.confinement = Confinement.from_params(params)
+        # The plain environment a container gets: this run's O(env), or during a cold rollback the
+        # one the release ran with (its ledger entry); secrets always come from this run.
+        self.plain_env = params.get("env") or {}
         self.steps = []
 
     # --- plumbing -------------------------------------------------------------
@@ -86,7 +89,7 @@ class ReleaseBase:
     def environment(self):
         """A serving container's environment: env, secret_env over it, and NAME_FILE for each secret file."""
         merged = {
-            **(self.p.get("env") or {}),
+            **self.plain_env,
             **(self.p.get("secret_env") or {}),
             **file_variables(self.p.get("secret_files")),
         }
@@ -177,6 +180,7 @@ class ReleaseBase:
             "image": None,
             "image_id": None,
             "config": None,
+            "env": None,
             "version": None,
             "revision": self.p.get("revision"),
             "pipeline_run": self.p.get("pipeline_run"),

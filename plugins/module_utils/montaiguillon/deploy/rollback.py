@@ -2,6 +2,7 @@
 
 from ansible.module_utils.montaiguillon.common.clock import iso
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
+from ansible.module_utils.montaiguillon.deploy.fingerprint import LABEL_CONFIG
 from ansible.module_utils.montaiguillon.deploy.plan import (
     OUTCOME_FAILED,
     OUTCOME_ROLLBACK,
@@ -48,6 +49,7 @@ class RollbackRelease:
             "release": colour_state.release,
             "image": colour_state.image,
             "image_id": colour_state.image_id,
+            "config": (colour_state.labels or {}).get(LABEL_CONFIG),
             "version": colour_state.version,
             "revision": colour_state.revision,
         }
@@ -112,6 +114,7 @@ class RollbackRelease:
             warm = self.plan_rollback_step(state, colour, target)
             if not warm:
                 self.start_again(colour, target, serving)
+            config = target.get("config") if warm else self.config_for(target.get("image_id"))
             version = self.rollback_version(colour, target)
             with self.step("switch") as step:
                 seconds = self.switch_to(colour, f"live: {colour}, release {target['release']} (rollback)")
@@ -124,6 +127,8 @@ class RollbackRelease:
                 release=target["release"],
                 image=target.get("image"),
                 image_id=target.get("image_id"),
+                config=config,
+                env=target.get("env"),
                 version=version,
                 revision=target.get("revision"),
                 snapshot=target.get("snapshot"),
@@ -157,7 +162,9 @@ class RollbackRelease:
             return ok
 
     def start_again(self, colour, target, serving):
-        """A cold rollback: the release's image, still on the server, started on ``colour``."""
+        """A cold rollback: the release's image, still on the server, started on ``colour`` with the plain
+        environment the release ran with (its ledger entry; entries older than that record: this run's).
+        Secrets are this run's: a rotated password is never brought back."""
         image_id = target.get("image_id")
         image = self.engine.local_image(image_id) if image_id else None
         if image is None:
@@ -166,9 +173,16 @@ class RollbackRelease:
                 "is no longer on the server (pruned?); deploy it again with state=present "
                 f"image={target.get('image')}; {serving}"
             )
+        if target.get("env") is not None:
+            self.plain_env = target["env"]
         self.start_and_wait(
             colour, image_id, target.get("image"), target["release"], target.get("revision"), image, serving
         )
+        if target.get("config") and self.config_for(image_id) != target["config"]:
+            self.warn(
+                f"release {target['release']} was started again with its own image and environment, but its "
+                "secrets, port, networks, volumes or limits are this run's: they changed since it ran"
+            )
 
     def rollback_version(self, colour, target):
         """The version the colour reports (with a version path), else the one the ledger recorded."""
