@@ -100,3 +100,26 @@ def test_the_store_prunes_by_its_own_policy(a_stored_backup):
     report = json.loads(dry.stdout)
     assert report["dry_run"] is True
     assert a_stored_backup.split("/", 1)[1] not in report["removed"].get("site.com", [])
+
+
+@pytest.fixture
+def store_check(playbook, tmp_path):
+    """The backup role's store check (preflight and offsite.yml run it) on site.com, with extra vars."""
+    play = tmp_path / "store_check.yml"
+    play.write_text(
+        "- hosts: prod\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.include_role: {name: backup, tasks_from: check_store}\n"
+    )
+    return lambda *extra: playbook(str(play), *extra)
+
+
+def test_the_server_checks_its_store_answers_and_refuses_deletions(store_check):
+    names = set(on_server(STORE, "ls", "-a", "/srv/backup/site.com").stdout.split())
+    ok = store_check()
+    assert ok.rc == 0, ok.output[-3000:]
+    unreachable = store_check("-e", "backup_offsite_port=2")
+    assert unreachable.rc != 0
+    assert "site.com: the offsite store set by backup_offsite_host (backup.store)" in unreachable.output
+    assert "cannot be reached or refused this server's key" in unreachable.output
+    # the checks wrote nothing on the store
+    assert set(on_server(STORE, "ls", "-a", "/srv/backup/site.com").stdout.split()) == names

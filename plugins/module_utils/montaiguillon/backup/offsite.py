@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 
 from ansible.module_utils.montaiguillon.backup.catalog import list_backups
@@ -14,6 +15,8 @@ from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso
 
 RSYNC_VANISHED = 24
+# Never created: only named in the dry run that checks the store refuses deletions.
+PROBE_DIR = ".montaiguillon-append-only-probe"
 
 
 def _ssh(ssh_key, known_hosts, port, timeout):
@@ -112,6 +115,46 @@ def offsite_fetch(backup_dir, *, target, ssh_key, known_hosts, port=22, timeout=
     _run_rsync(fetch_command(backup_dir, include=include, **options), target, f"fetching {chosen} from")
     return {"id": chosen, "file": manifest["file"], "binlogs": before is not None,
             "seconds": round(time.monotonic() - clock, 3)}  # fmt: skip
+
+
+def check_store(*, target, ssh_key, known_hosts, port=22, timeout=30, append_only=True):
+    """Whether this server reaches its offsite store and, unless ``append_only`` is off, the store refuses deletions.
+
+    Two read-only rsync calls: a listing of the server's directory there (the store answers, the pinned host
+    key and this server's key are accepted), then a dry run of ``--delete`` from an empty directory: an
+    append-only store (``rrsync -no-del`` forced in its authorized_keys) refuses the option, and a dry run
+    changes nothing either way. Returns what was found; ``BackupError`` says what is wrong.
+    """
+    _check_tools(ssh_key, known_hosts)
+    rsh = " ".join(shlex.quote(part) for part in _ssh(ssh_key, known_hosts, port, timeout))
+    base = ["rsync", f"--timeout={int(timeout)}", "--rsh", rsh]
+    root = target.rstrip("/") + "/"
+    listing = _probe([*base, "--list-only", root], timeout)
+    if listing.returncode != 0:
+        raise BackupError(
+            f"the offsite store {target} cannot be reached or refused this server's key "
+            f"(rsync exit {listing.returncode}): {listing.stderr.strip()[-400:]}"
+        )
+    if not append_only:
+        return {"target": target, "reachable": True, "append_only": None}
+    with tempfile.TemporaryDirectory(prefix="montaiguillon-store-probe-") as empty:
+        probe = _probe([*base, "--dry-run", "--recursive", "--delete", empty + "/", root + PROBE_DIR + "/"], timeout)
+    if probe.returncode == 0:
+        raise BackupError(
+            f"the offsite store {target} accepts deletions from this server's key: it is not append-only, so a "
+            "compromised server could erase its own backups there (force `rrsync -no-del -no-overwrite` in the "
+            "store's authorized_keys, docs/backups.md; or set backup_offsite_delete for a mirror, not recommended)"
+        )
+    if "disabled" not in probe.stderr:
+        raise BackupError(
+            f"the offsite store {target} did not refuse the deletion probe as an append-only store does "
+            f"(rsync exit {probe.returncode}): {probe.stderr.strip()[-400:]}"
+        )
+    return {"target": target, "reachable": True, "append_only": True}
+
+
+def _probe(cmd, timeout):
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=int(timeout) * 4)
 
 
 def _check_tools(ssh_key, known_hosts):
