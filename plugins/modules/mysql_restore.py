@@ -44,6 +44,12 @@ options:
     description: In V(restore) mode, back up the current database first (skipped when it does not exist).
     type: bool
     default: true
+  safety_backup_dir:
+    description:
+      - Where the safety backup goes; defaults to O(backup_dir). Set when O(backup_dir) holds a backup brought
+        for this restore only (prod's, copied to the test server), so the undo path stays with the server's own
+        backups.
+    type: path
   stop_datetime:
     description:
       - Point-in-time recovery target, an ISO date-time such as C(2026-11-26 09:30:00) (no zone means UTC).
@@ -187,6 +193,7 @@ drill:
     source: local
 """
 
+import contextlib
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -227,6 +234,7 @@ def argument_spec():
         "backup": {"type": "str", "default": "latest"},
         "database": {"type": "str"},
         "safety_backup": {"type": "bool", "default": True},
+        "safety_backup_dir": {"type": "path"},
         "stop_datetime": {"type": "str"},
         "decrypt_identity_file": {"type": "path"},
         "smoke_query": {"type": "str", "default": "SELECT COUNT(*) FROM information_schema.tables"},
@@ -292,7 +300,10 @@ class RestoreManager(ContainerModule):
         tools = detect_tools(api, params["container"])
         commands = decompress_commands(manifest, entry["path"], params["decrypt_identity_file"])
         shared = fifo_directory(api, params["container"], info, self.login)
-        with backup_dir_lock(params["backup_dir"], params["lock_timeout"]):
+        safety_dir = params["safety_backup_dir"] or params["backup_dir"]
+        with contextlib.ExitStack() as locks:
+            for directory in dict.fromkeys((params["backup_dir"], safety_dir)):
+                locks.enter_context(backup_dir_lock(directory, params["lock_timeout"]))
             conn = connect(self.login)
             try:
                 exists = server_facts(conn, database)["exists"]
@@ -305,7 +316,7 @@ class RestoreManager(ContainerModule):
                     self.login,
                     container=params["container"],
                     database=database,
-                    backup_dir=params["backup_dir"],
+                    backup_dir=safety_dir,
                     kind="safety",
                     label=f"before restore of {entry['id']}",
                     warn=self.module.warn,

@@ -162,6 +162,24 @@ def test_restore_takes_a_safety_backup_then_loads_the_dump_and_checks_counts(mod
     assert PASSWORD not in json.dumps(result)
 
 
+def test_a_backup_brought_for_the_restore_leaves_the_undo_path_with_the_server_s_own(mod, world, capsys, tmp_path):
+    # prod's backup copied into a scratch directory of the test server: the safety backup goes to the test
+    # server's own backup directory, where its retention and its restore.yml find it.
+    manifest = backup(world)
+    brought = tmp_path / "brought"
+    brought.mkdir()
+    for name in os.listdir(world.backup_dir):
+        if name.startswith(manifest["id"]):
+            shutil.copy(world.backup_dir / name, brought / name)
+    own = set(os.listdir(world.backup_dir))
+    result = run(mod, capsys, **args(world, backup_dir=str(brought), backup=manifest["id"],
+                                     safety_backup_dir=str(world.backup_dir)))  # fmt: skip
+    safety = result["safety_backup"]
+    assert os.path.dirname(safety["path"]) == str(world.backup_dir)
+    assert {n for n in os.listdir(world.backup_dir) if n not in own} >= {os.path.basename(safety["path"])}
+    assert not [n for n in os.listdir(brought) if "safety" in n]
+
+
 def test_restore_with_log_restore_keeps_the_binlog(mod, world, capsys):
     backup(world)
     world.conn.queries.clear()
