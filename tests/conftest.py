@@ -7,6 +7,7 @@ work in unit tests, and expose ``load_module(name)`` for plugins/modules.
 """
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -30,3 +31,16 @@ def _load_module(name):
 def load_module():
     """Import a module from plugins/modules by name."""
     return _load_module
+
+
+@pytest.fixture
+def run_module(capsys):
+    """``run_module(module, **args)``: the module's main() with these arguments, and its JSON result."""
+    from ansible.module_utils.testing import patch_module_args
+
+    def run(module, **args):
+        with patch_module_args(args), pytest.raises(SystemExit):
+            module.main()
+        return json.loads(capsys.readouterr().out)
+
+    return run

@@ -11,7 +11,6 @@ import shutil
 import pytest
 from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.backup.offsite import PROBE_DIR, check_store
-from ansible.module_utils.testing import patch_module_args
 
 PKG = "ansible.module_utils.montaiguillon.backup"
 
@@ -77,26 +76,20 @@ def mod(load_module):
     return load_module("backup_store_check")
 
 
-def run(mod, capsys, **args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        mod.main()
-    return json.loads(capsys.readouterr().out)
-
-
-def test_the_module_fails_on_a_store_that_accepts_deletions_and_keeps_no_key(mod, store, capsys, monkeypatch, tmp_path):
+def test_the_module_refuses_a_store_accepting_deletions_and_keeps_no_key(mod, store, run_module, monkeypatch, tmp_path):
     store("plain")
     monkeypatch.setattr(mod, "KEY_DIR", str(tmp_path))
     keys = {"ssh_private_key": "PRIVATE KEY", "known_hosts": "backup.example ssh-ed25519 AAAA"}
-    result = run(mod, capsys, host="backup.example", **keys)
+    result = run_module(mod, host="backup.example", **keys)
     assert result["failed"] is True and "not append-only" in result["msg"]
     assert "PRIVATE KEY" not in json.dumps(result)
     assert not list(tmp_path.glob("montaiguillon-store-check-*"))  # the key's directory is gone
 
 
-def test_the_preflight_skips_a_server_without_rsync_yet(mod, capsys, monkeypatch):
+def test_the_preflight_skips_a_server_without_rsync_yet(mod, run_module, monkeypatch):
     monkeypatch.setattr(mod.shutil, "which", lambda tool: None if tool == "rsync" else "/usr/bin/ssh")
     args = {"host": "backup.example", "ssh_private_key": "k", "known_hosts": "h"}
-    skipped = run(mod, capsys, **args, when_tools_missing="skip")
+    skipped = run_module(mod, **args, when_tools_missing="skip")
     assert skipped["changed"] is False and skipped["skipped_reason"] == "rsync not installed on this server yet"
-    failed = run(mod, capsys, **args)
+    failed = run_module(mod, **args)
     assert failed["failed"] is True and "rsync not installed" in failed["msg"]

@@ -825,13 +825,20 @@ def container_env(h, name):
     return dict(item.split("=", 1) for item in h.engine.containers[name]["Config"]["Env"])
 
 
-def test_a_cold_rollback_is_the_release_with_its_own_environment(h):
-    # A configuration change that broke the site is undone by a rollback, even once its container is gone.
+def cold_rollback_to_the_first_of_two(h, password_today):
+    """Release 1 (FEATURE=old), release 2 (FEATURE=new), release 1's container gone, then a rollback to it
+    with today's settings (FEATURE=new, the password given). Returns release 1's deploy result."""
     first = h.deploy("site:1", env={"FEATURE": "old"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
     h.deploy("site:2", env={"FEATURE": "new"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
     h.engine.remove_container("app-blue")
-    today = {"env": {"FEATURE": "new"}, "secret_env": {"APP_DB_PASSWORD": "pw-1"}}
+    today = {"env": {"FEATURE": "new"}, "secret_env": {"APP_DB_PASSWORD": password_today}}
     h.manager(state="rolled_back", release=first["release"]["release"], **today).run()
+    return first
+
+
+def test_a_cold_rollback_is_the_release_with_its_own_environment(h):
+    # A configuration change that broke the site is undone by a rollback, even once its container is gone.
+    first = cold_rollback_to_the_first_of_two(h, password_today="pw-1")
     assert container_env(h, "app-blue")["FEATURE"] == "old"
     entry = h.ledger()[-1]
     assert entry["env"] == {"FEATURE": "old"}
@@ -840,11 +847,7 @@ def test_a_cold_rollback_is_the_release_with_its_own_environment(h):
 
 
 def test_a_cold_rollback_keeps_today_s_secrets_and_says_so(h):
-    first = h.deploy("site:1", env={"FEATURE": "old"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
-    h.deploy("site:2", env={"FEATURE": "new"}, secret_env={"APP_DB_PASSWORD": "pw-1"})
-    h.engine.remove_container("app-blue")
-    rotated = {"env": {"FEATURE": "new"}, "secret_env": {"APP_DB_PASSWORD": "pw-2"}}
-    h.manager(state="rolled_back", release=first["release"]["release"], **rotated).run()
+    first = cold_rollback_to_the_first_of_two(h, password_today="pw-2")
     env = container_env(h, "app-blue")
     assert env["FEATURE"] == "old" and env["APP_DB_PASSWORD"] == "pw-2"  # a rotated password is never undone
     assert h.ledger()[-1]["config"] != first["release"]["config"]
