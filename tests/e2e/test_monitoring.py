@@ -1,22 +1,25 @@
-"""node-exporter with our metrics on every lab server (issue 17, first step).
+"""Monitoring on the lab: node-exporter with our metrics on every server, Prometheus and Alertmanager on dev.site.
 
-Read on each server itself (the exporter answers there only until the monitoring host and its firewall
-come): the machine's metrics and ours (backups, drills, releases), and ours follow a new backup within
-cron's minute.
+Each server exports the machine's metrics and ours (backups, drills, releases), which follow a new backup
+within cron's minute; the exporter answers the monitoring host only (firewall), Prometheus and Alertmanager
+answer on dev.site's 127.0.0.1 only. A failure reaches the lab's receiver (roles/lab, alerts.lab) as an
+alert, then its resolution; the Watchdog's heartbeat reaches it every minute.
 """
 
 import json
 import re
 import subprocess
 import time
+import urllib.request
 
 import pytest
+from labtools import ROOT, on_server
 from labtools import container as lab_container
-from labtools import on_server
 
 pytestmark = pytest.mark.lab
 
 SERVERS = ("dev.site", "site.com")
+RECEIVER_PORT = 9099  # roles/lab: lab_receiver_port
 SCRAPE = (
     "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())"
 )
@@ -58,14 +61,121 @@ def test_the_metrics_follow_a_new_backup_within_a_minute(playbook):
     assert newest_manual() > before
 
 
-def test_the_exporter_answers_on_its_server_only():
-    networks = subprocess.run(
-        ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", lab_container("site.com")],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    addresses = [n["IPAddress"] for n in json.loads(networks).values() if n.get("IPAddress")]
-    assert addresses
-    probe = "import socket, sys; socket.create_connection((sys.argv[1], 9100), timeout=3)"
-    for address in addresses:  # from dev.site, a neighbour on the lab network
-        attempt = on_server(lab_container("dev.site"), "python3", "-c", probe, address, check=False)
-        assert attempt.returncode != 0 and "Connection refused" in attempt.stderr, attempt.stderr
+def lab_address(host):
+    return subprocess.run(
+        [str(ROOT / "lab/bin/address"), lab_container(host)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+PROBE = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)"
+
+
+def reach(source, target_address, port):
+    """Whether ``source`` (a lab host) opens a TCP connection to ``target_address:port``."""
+    return on_server(lab_container(source), "python3", "-c", PROBE, target_address, str(port), check=False)
+
+
+@pytest.mark.parametrize("host", SERVERS)
+def test_the_exporter_answers_the_monitoring_host_only(host):
+    address = lab_address(host)
+    assert reach("dev.site", address, 9100).returncode == 0  # the monitoring host
+    refused = reach("backup.store", address, 9100)  # a neighbour on the same network
+    assert refused.returncode != 0
+    assert "timed out" in refused.stderr or "refused" in refused.stderr, refused.stderr
+
+
+def test_prometheus_and_alertmanager_answer_on_the_monitoring_host_only():
+    address = lab_address("dev.site")
+    for port in (9090, 9093, 9094):
+        assert reach("site.com", address, port).returncode != 0, port
+    assert reach("dev.site", "127.0.0.1", 9090).returncode == 0
+    assert reach("dev.site", "127.0.0.1", 9093).returncode == 0
+
+
+def prometheus(path):
+    """GET Prometheus's API on the monitoring host (it answers on 127.0.0.1 there)."""
+    url = f"http://127.0.0.1:9090{path}"
+    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    return json.loads(on_server(lab_container("dev.site"), "python3", "-c", code).stdout)
+
+
+def test_the_monitoring_host_scrapes_every_server():
+    deadline = time.monotonic() + 30
+    while True:
+        targets = prometheus("/api/v1/targets")["data"]["activeTargets"]
+        health = {t["labels"]["instance"]: t["health"] for t in targets if t["labels"]["job"] == "node"}
+        if health == {"dev.site": "up", "site.com": "up"} or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert health == {"dev.site": "up", "site.com": "up"}
+    nodes = [t["labels"] for t in targets if t["labels"]["job"] == "node"]
+    environments = {labels["instance"]: labels["environment"] for labels in nodes}
+    assert environments == {"dev.site": "test", "site.com": "prod"}
+
+
+def received():
+    with urllib.request.urlopen(f"http://127.0.0.1:{RECEIVER_PORT}/received", timeout=5) as answer:
+        return json.load(answer)
+
+
+def notifications(alertname, instance, status, since=0):
+    """Alerts named ``alertname`` on ``instance`` with ``status`` in the receiver's messages from ``since`` on."""
+    return [
+        alert
+        for message in received()["alerts"][since:]
+        for alert in message["alerts"]
+        if alert["labels"].get("alertname") == alertname
+        and alert["labels"].get("instance") == instance
+        and alert["status"] == status
+    ]
+
+
+def wait_for(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(5)
+    return condition()
+
+
+def write_metrics_now(host):
+    """What cron does every minute (the test does not wait for the minute)."""
+    cron = on_server(lab_container(host), "cat", "/etc/cron.d/montaiguillon-monitoring").stdout
+    command = next(line for line in cron.splitlines() if "textfile.py" in line and not line.startswith("#"))
+    on_server(lab_container(host), "sh", "-c", command.split(" root ", 1)[1])
+
+
+@pytest.fixture
+def store_paused():
+    """The offsite store stops answering (its container frozen), and comes back afterwards."""
+    store = lab_container("backup.store")
+    subprocess.run(["docker", "pause", store], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "unpause", store], check=False, capture_output=True)  # the test may have
+
+
+def offsite_copy():
+    return on_server(lab_container("site.com"), "/usr/local/sbin/montaiguillon-backup", "offsite", check=False)
+
+
+def test_the_watchdog_heartbeat_reaches_the_outside_switch():
+    before = received()["heartbeats"]
+    assert wait_for(lambda: received()["heartbeats"] > before, 90)  # every minute
+
+
+def test_an_unreachable_offsite_store_alerts_the_team_then_resolves(store_paused):
+    since, started = len(received()["alerts"]), time.monotonic()
+    failed = offsite_copy()
+    assert failed.returncode != 0
+    write_metrics_now("site.com")
+    assert wait_for(lambda: notifications("MontaiguillonBackupFailed", "site.com", "firing", since), 180)
+    firing = notifications("MontaiguillonBackupFailed", "site.com", "firing", since)[-1]
+    assert firing["labels"]["job_name"] == "offsite" and firing["labels"]["environment"] == "prod"
+    assert "the last offsite run failed" in firing["annotations"]["summary"]
+    print(f"alert delivered {time.monotonic() - started:.0f} s after the failed copy")
+
+    subprocess.run(["docker", "unpause", lab_container("backup.store")], check=True, capture_output=True)
+    assert offsite_copy().returncode == 0
+    write_metrics_now("site.com")
+    assert wait_for(lambda: notifications("MontaiguillonBackupFailed", "site.com", "resolved", since), 180)

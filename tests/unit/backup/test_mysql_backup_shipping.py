@@ -273,3 +273,37 @@ def test_offsite_copy_to_a_local_directory_through_a_fake_ssh(tmp_path, monkeypa
     result = offsite_sync(str(source), target=f"u@h:{target}", **keys)
     assert sorted(os.listdir(target)) == ["20261126T031500Z-scheduled.json", "20261126T031500Z-scheduled.sql.zst"]
     assert result["target"] == f"u@h:{target}"
+
+
+class LosingAPI(BinlogAPI):
+    """The engine loses the output of the first ``cat`` of ``losing`` (moby/moby#27289), or of every one."""
+
+    def __init__(self, binlogs, losing, times):
+        super().__init__(binlogs)
+        self.losing, self.times = losing, times
+
+    def handle(self, cmd, stdin, record):
+        if cmd[0] == "cat" and cmd[1] == self.losing and self.times:
+            self.times -= 1
+            return b"", b"", 0
+        return super().handle(cmd, stdin, record)
+
+
+def test_output_the_engine_lost_once_is_copied_again_with_a_warning(tmp_path, conn):
+    files = api_with(conn.binlogs).binlog_files
+    api = LosingAPI(files, "/var/lib/mysql/mysql-bin.000002", times=1)
+    warnings = []
+    result = ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path), warn=warnings.append)
+    assert result["shipped"] == ["mysql-bin.000001", "mysql-bin.000002"]
+    assert (tmp_path / "binlogs" / "mysql-bin.000002").read_bytes() == binlog_bytes("mysql-bin.000002")
+    assert warnings == [
+        "/var/lib/mysql/mysql-bin.000002 is 100 bytes on the server but 0 bytes were copied: "
+        "the engine lost the output, copying it again"
+    ]
+
+
+def test_output_lost_twice_is_an_error_and_leaves_no_file(tmp_path, conn):
+    api = LosingAPI(api_with(conn.binlogs).binlog_files, "/var/lib/mysql/mysql-bin.000002", times=2)
+    with pytest.raises(BackupError, match=r"mysql-bin.000002 is 100 bytes on the server but 0 bytes were copied"):
+        ship_binlogs(api, LOGIN, container="mysql", backup_dir=str(tmp_path), warn=lambda _m: None)
+    assert sorted(os.listdir(tmp_path / "binlogs")) == ["mysql-bin.000001"]

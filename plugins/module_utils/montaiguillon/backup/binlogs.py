@@ -114,6 +114,14 @@ def decrypt_to(path, directory, name, identity_file):
     return target
 
 
+class ShortCopy(BackupError):
+    """``cat`` ended well but fewer bytes came out of the container than the file holds."""
+
+    def __init__(self, source, size, copied):
+        super().__init__(f"{source} is {size} bytes on the server but {copied} bytes were copied")
+        self.copied = copied
+
+
 def _ship_one(api, container, source, target, size, recipients_file):
     """Copy one closed binlog out of the container into ``target`` (atomically, optionally encrypted)."""
     partial = target + ".partial"
@@ -134,7 +142,7 @@ def _ship_one(api, container, source, target, size, recipients_file):
         if code != 0:
             raise BackupError(f"cat {source} in {container} exited with code {code}: {stream.stderr_text().strip()}")
         if copied != size:
-            raise BackupError(f"{source} is {size} bytes on the server but {copied} bytes were copied")
+            raise ShortCopy(source, size, copied)
         os.replace(partial, target)
         fsync_dir(os.path.dirname(target))
         return copied
@@ -148,6 +156,22 @@ def _ship_one(api, container, source, target, size, recipients_file):
     finally:
         if stream is not None:
             stream.close()
+
+
+def _ship_copied(api, container, source, target, size, recipients_file, warn):
+    """``_ship_one``, again once when the engine delivered nothing of a successful ``cat``.
+
+    Docker can lose a short-lived exec's output (moby/moby#27289): the file is
+    intact on the server, only that copy is empty. A second empty or any short
+    copy is an error; nothing partial is ever kept.
+    """
+    try:
+        return _ship_one(api, container, source, target, size, recipients_file)
+    except ShortCopy as exc:
+        if exc.copied or not size:
+            raise
+        warn(f"{exc}: the engine lost the output, copying it again")
+    return _ship_one(api, container, source, target, size, recipients_file)
 
 
 def ship_binlogs(api, login, *, container, backup_dir, encrypt_recipient_file=None, flush=True, warn=lambda _m: None):
@@ -196,7 +220,7 @@ def ship_binlogs(api, login, *, container, backup_dir, encrypt_recipient_file=No
         if name in already:
             continue
         target = os.path.join(directory, name + suffix)
-        result["bytes"] += _ship_one(api, container, f"{basedir}/{name}", target, size, encrypt_recipient_file)
+        result["bytes"] += _ship_copied(api, container, f"{basedir}/{name}", target, size, encrypt_recipient_file, warn)
         result["shipped"].append(name)
     return result
 
