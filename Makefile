@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 
-.PHONY: pipeline-proof alert-rules help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
+.PHONY: status pipeline-proof alert-rules help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lab-down: setup ## Remove the lab's containers, network and volumes (keeps image
 
 lab-purge: setup ## lab-down, and forget generated keys and secrets
 	ansible-playbook playbooks/lab.yml -e lab_state=absent -e lab_purge=true
+
+status: ## Each server's status in the terminal: live release, deploys, backups, drill, certificate, disk
+	@ansible test:prod -m ansible.builtin.command -a "/usr/local/sbin/montaiguillon-status --text"
 
 provision: ## Provision the lab servers (site.yml)
 	ansible-playbook site.yml
