@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -185,3 +186,38 @@ def test_an_unreachable_offsite_store_alerts_the_team_then_resolves(store_down):
     assert offsite_copy().returncode == 0
     write_metrics_now("site.com")
     assert wait_for(lambda: notifications("MontaiguillonBackupFailed", "site.com", "resolved", since), 180)
+
+
+def query(expr):
+    """An instant query's ``{instance: value}`` from Prometheus on the monitoring host."""
+    answer = prometheus("/api/v1/query?query=" + urllib.parse.quote(expr))
+    return {r["metric"].get("instance"): float(r["value"][1]) for r in answer["data"]["result"]}
+
+
+def test_each_site_is_probed_from_outside_with_its_certificate():
+    sites = {"https://dev.site/", "https://site.com/"}
+    assert wait_for(lambda: set(query("probe_success == 1")) == sites, 30)
+    days = query("(probe_ssl_earliest_cert_expiry - time()) / 86400")
+    assert set(days) == sites and all(day > 14 for day in days.values())  # the lab CA's certificates
+
+
+def prod_proxy(action):
+    on_server(lab_container("site.com"), "docker", action, "proxy")
+
+
+@pytest.fixture
+def prod_proxy_stopped():
+    """site.com's proxy is stopped (the site is down from outside), and started again afterwards."""
+    prod_proxy("stop")
+    try:
+        yield
+    finally:
+        prod_proxy("start")
+
+
+def test_a_site_down_from_outside_alerts_the_team_then_resolves(prod_proxy_stopped):
+    since, started = len(received()["alerts"]), time.monotonic()
+    assert wait_for(lambda: notifications("MontaiguillonSiteDown", "https://site.com/", "firing", since), 120)
+    print(f"site down delivered {time.monotonic() - started:.0f} s after the proxy stopped")
+    prod_proxy("start")
+    assert wait_for(lambda: notifications("MontaiguillonSiteDown", "https://site.com/", "resolved", since), 120)
