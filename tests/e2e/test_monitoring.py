@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from labtools import ROOT, on_server
+from labtools import INVENTORY, ROOT, on_server
 from labtools import container as lab_container
 
 pytestmark = pytest.mark.lab
@@ -77,10 +77,11 @@ def reach(source, target_address, port):
 
 
 @pytest.mark.parametrize("host", SERVERS)
-def test_the_exporter_answers_the_monitoring_host_only(host):
+@pytest.mark.parametrize("port", [9100, 9104], ids=["node", "mysqld"])
+def test_the_exporters_answer_the_monitoring_host_only(host, port):
     address = lab_address(host)
-    assert reach("dev.site", address, 9100).returncode == 0  # the monitoring host
-    refused = reach("backup.store", address, 9100)  # a neighbour on the same network
+    assert reach("dev.site", address, port).returncode == 0  # the monitoring host
+    refused = reach("backup.store", address, port)  # a neighbour on the same network
     assert refused.returncode != 0
     assert "timed out" in refused.stderr or "refused" in refused.stderr, refused.stderr
 
@@ -221,3 +222,22 @@ def test_a_site_down_from_outside_alerts_the_team_then_resolves(prod_proxy_stopp
     print(f"site down delivered {time.monotonic() - started:.0f} s after the proxy stopped")
     prod_proxy("start")
     assert wait_for(lambda: notifications("MontaiguillonSiteDown", "https://site.com/", "resolved", since), 120)
+
+
+def exporter_sql(sql):
+    """Run ``sql`` on site.com's database as the metrics account (its password from the lab's secrets)."""
+    secrets = (INVENTORY.parent / "group_vars/prod/secrets.yml").read_text()
+    password = re.search(r"^vault_mysql_exporter_password: (\S+)$", secrets, re.M)[1]
+    in_database = ["docker", "exec", "-e", f"MYSQL_PWD={password}", "mysql"]
+    client = ["mariadb", "-N", "-u", "montaiguillon_exporter", "-e", sql]
+    return on_server(lab_container("site.com"), *in_database, *client, check=False)
+
+
+def test_each_database_is_watched_through_an_account_that_reads_no_data():
+    assert wait_for(lambda: query("mysql_up") == {"dev.site": 1, "site.com": 1}, 30)
+    assert exporter_sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST").returncode == 0
+    for sql in ("SELECT COUNT(*) FROM montaiguillon.schema_migrations", "SELECT user FROM mysql.user LIMIT 1"):
+        denied = exporter_sql(sql)
+        assert denied.returncode != 0 and "denied" in denied.stderr, (sql, denied.stderr)
+    mode = on_server(lab_container("site.com"), "stat", "-c", "%a %U", "/etc/prometheus/mysqld-exporter.cnf").stdout
+    assert mode.split() == ["600", "prometheus"]  # its password, for the exporter alone

@@ -76,6 +76,7 @@ def test_production_secrets_are_vaulted_and_complete(env, tmp_path):
         "vault_mysql_migrate_password",
         "vault_mysql_backup_password",
         "vault_status_password",
+        "vault_mysql_exporter_password",
     )
     backup = ("vault_backup_age_recipient", "vault_backup_age_identity", "vault_backup_offsite_ssh_key")
     for name in (*names, "vault_registry_username", "vault_registry_token", *backup):
