@@ -6,9 +6,11 @@ Ansible ships ``plugins/module_utils`` to the managed host). Here we extend the
 work in unit tests, and expose ``load_module(name)`` for plugins/modules.
 """
 
+import http.server
 import importlib.util
 import json
 import sys
+import threading
 from pathlib import Path
 
 import ansible.module_utils
@@ -44,3 +46,20 @@ def run_module(capsys):
         return json.loads(capsys.readouterr().out)
 
     return run
+
+
+@pytest.fixture
+def http_server():
+    """``serve(handler_class)`` -> ``http://127.0.0.1:PORT`` of a server on a free port, stopped after the test."""
+    servers = []
+
+    def serve(handler):
+        httpd = http.server.HTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield serve
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()

@@ -2,7 +2,6 @@
 
 import http.server
 import socket
-import threading
 
 import pytest
 from ansible.module_utils.montaiguillon.deploy.probe import HttpProbe, ProbeError, poll_until_ok
@@ -22,13 +21,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server():
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def server(http_server):
+    return http_server(Handler)
 
 
 def test_get_returns_status_lowercased_headers_and_body(server):

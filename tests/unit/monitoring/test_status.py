@@ -9,7 +9,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
@@ -349,13 +348,8 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def site():
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Health)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def site(http_server):
+    return http_server(Health)
 
 
 def test_the_site_health_is_ok_or_failed_with_its_http_status(server, site):
@@ -424,13 +418,13 @@ def test_it_runs_as_a_script_beside_its_siblings_like_on_a_server(server, tmp_pa
     """Installed alone with ``python3 -I`` (no script directory on sys.path), it still finds textfile.py."""
     lib = tmp_path / "lib"
     lib.mkdir()
-    for module in (status, textfile, render, status.charts):
+    for module in (status, textfile, render, status.charts, status.units):  # what roles/monitoring installs
         shutil.copy(module.__file__, lib)
     command = [sys.executable, "-I", str(lib / "status.py"), *arguments(server), "--text"]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd="/")
     assert done.returncode == 0, done.stderr
     assert "  Version  f9bb935" in done.stdout.splitlines()
-    assert sorted(p.name for p in lib.iterdir()) == ["charts.py", "render.py", "status.py", "textfile.py"]
+    assert sorted(p.name for p in lib.iterdir()) == ["charts.py", "render.py", "status.py", "textfile.py", "units.py"]
 
 
 def test_only_the_server_s_own_proxy_on_loopback_is_checked_without_verifying_its_certificate():

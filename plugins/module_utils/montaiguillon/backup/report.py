@@ -15,6 +15,7 @@ from ansible.module_utils.montaiguillon.backup.catalog import write_json
 from ansible.module_utils.montaiguillon.backup.errors import BackupError
 from ansible.module_utils.montaiguillon.backup.settings import PROG
 from ansible.module_utils.montaiguillon.common.clock import iso, parse_iso, utcnow
+from ansible.module_utils.montaiguillon.common.units import human_bytes
 
 LEVELS = {"info": syslog.LOG_INFO, "warning": syslog.LOG_WARNING, "error": syslog.LOG_ERR}
 
@@ -124,15 +125,6 @@ def describe(job, details):
     if job == "drill":
         return f"drill ok: {details['id']} restored in {details['restore_seconds']} s (RTO), row counts match"
     return f"{job} ok"
-
-
-def human_bytes(count):
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover
 
 
 def status_problems(status, max_age_hours, now=None):

@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 
 try:
+    from ..common import units
     from . import charts, render, textfile
 except ImportError:  # run as a script: its siblings sit beside it, and python3 -I leaves that off sys.path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,8 +31,9 @@ except ImportError:  # run as a script: its siblings sit beside it, and python3 
     import charts
     import render
     import textfile
+    import units
 
-parse_iso, number = textfile.parse_iso, textfile._number
+parse_iso, number, human_bytes = textfile.parse_iso, textfile._number, units.human_bytes
 
 JOBS = ("backup", "binlogs", "offsite", "drill")
 OUTCOME_LEVELS = {"success": "ok", "rollback": "warn", "rolled_back": "warn", "failed": "bad"}
@@ -66,15 +68,6 @@ def ago(seconds, now):
 
 def when_ago(seconds, now):
     return "unknown" if seconds is None else f"{when(seconds)} ({ago(seconds, now)})"
-
-
-def human_bytes(count):
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover
 
 
 def seconds_text(value):
@@ -360,13 +353,7 @@ def main(argv=None, now=None):
     generated = (datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), when(now))
     if args.text:
         sys.stdout.write(render.text_page(sections, title, generated, colour=sys.stdout.isatty()))
-    if args.html:
-        try:
-            textfile.atomic_write(args.html, render.html_page(sections, title, generated))
-        except OSError as exc:
-            print(f"cannot write {args.html}: {exc}", file=sys.stderr)
-            return 1
-    return 0
+    return textfile.write_output(args.html, render.html_page(sections, title, generated)) if args.html else 0
 
 
 if __name__ == "__main__":

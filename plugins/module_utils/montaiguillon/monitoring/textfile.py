@@ -206,6 +206,16 @@ def atomic_write(path, text):
         raise
 
 
+def write_output(path, text):
+    """``atomic_write``, for a command line: 0, or 1 with the reason on stderr."""
+    try:
+        atomic_write(path, text)
+    except OSError as exc:
+        print(f"cannot write {path}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="write Montaiguillon metrics for node-exporter's textfile collector")
     parser.add_argument("--status-file", default="/var/lib/montaiguillon-backup/status.json")
@@ -215,13 +225,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.output.endswith(".prom"):
         parser.error(f"--output must end with .prom (node-exporter reads only those), got {args.output!r}")
-    try:
-        text = render(read_json(args.status_file), read_ledger(args.ledger), read_catalog(args.backup_dir))
-        atomic_write(args.output, text)
-    except OSError as exc:
-        print(f"cannot write {args.output}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    metrics = render(read_json(args.status_file), read_ledger(args.ledger), read_catalog(args.backup_dir))
+    return write_output(args.output, metrics)
 
 
 if __name__ == "__main__":
