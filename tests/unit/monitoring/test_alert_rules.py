@@ -65,7 +65,7 @@ def alert(summary, **labels):
 
 TEXTFILE = "montaiguillon_backup_last_success_timestamp_seconds"
 FAILED = "montaiguillon_backup_last_run_failed"
-DRILLED = "montaiguillon_drill_last_success_timestamp_seconds"
+DRILLED = "montaiguillon_drill_due_since_timestamp_seconds"
 SITE = 'instance="site.com"'
 # (alert, series {selector: values}, eval_time, expected alerts): one firing and one silent case each.
 # Samples come every minute and must reach the evaluation time (a series older than 5 min is gone).

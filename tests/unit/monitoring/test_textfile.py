@@ -105,6 +105,17 @@ def test_the_catalogue_gives_each_kind_its_newest_backup_and_the_drills(tmp_path
     assert "montaiguillon_drill_last_passed 0" in text  # the newest drill failed
     assert "montaiguillon_drill_last_restore_seconds 12.0" in text
     assert "montaiguillon_drill_last_success_timestamp_seconds 1796013940.0" in text  # the one before passed
+    assert "montaiguillon_drill_due_since_timestamp_seconds 1796013940.0" in text
+
+
+def test_a_server_never_drilled_is_due_since_its_oldest_backup(tmp_path):
+    """Not overdue on its first day (no alert), overdue once its oldest backup is older than the drill age."""
+    backups = _catalog(tmp_path)
+    for record in backups.glob("*.drill.json"):
+        record.unlink()
+    samples = textfile.catalog_metrics(textfile.read_catalog(str(backups)))
+    assert ("montaiguillon_drill_last_success_timestamp_seconds", {}, 0) in samples
+    assert ("montaiguillon_drill_due_since_timestamp_seconds", {}, 1796007605.0) in samples  # 2026-11-30T03:00:05Z
 
 
 def test_missing_sources_are_reported_not_fatal(tmp_path):
@@ -114,7 +125,8 @@ def test_missing_sources_are_reported_not_fatal(tmp_path):
     text = out.read_text()
     assert 'montaiguillon_textfile_source_ok{source="backup_status"} 0' in text
     assert 'montaiguillon_deploys_total{outcome="success"} 0' in text
-    assert "montaiguillon_drill_last_success_timestamp_seconds 0" in text  # never drilled: the alert fires
+    assert "montaiguillon_drill_due_since_timestamp_seconds" not in text  # nothing to drill known
+    assert 'montaiguillon_textfile_source_ok{source="backup_catalog"} 0' in text  # which alerts instead
 
 
 def test_output_must_be_a_prom_file(tmp_path, capsys):

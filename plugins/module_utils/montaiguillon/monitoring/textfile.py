@@ -97,11 +97,12 @@ def ledger_metrics(entries):
 
 def catalog_metrics(catalog):
     """Samples from the catalogue: the newest complete backup of each kind, the newest drill."""
-    samples, newest, counts = [], {}, {}
+    samples, newest, counts, oldest = [], {}, {}, None
     for manifest in catalog.get("manifests", []):
         kind, when = manifest.get("kind"), parse_iso(manifest.get("finished_at"))
         if manifest.get("status") != "complete" or not isinstance(kind, str) or when is None:
             continue
+        oldest = when if oldest is None else min(oldest, when)
         counts[kind] = counts.get(kind, 0) + 1
         if kind not in newest or when > newest[kind][0]:
             newest[kind] = (when, manifest)
@@ -111,15 +112,19 @@ def catalog_metrics(catalog):
         samples.append(("montaiguillon_backup_kind_count", labels, counts[kind]))
         if _number(manifest.get("compressed_bytes")):
             samples.append(("montaiguillon_backup_kind_last_size_bytes", labels, manifest["compressed_bytes"]))
-    return samples + drill_metrics(catalog.get("drills", []))
+    return samples + drill_metrics(catalog.get("drills", []), oldest)
 
 
 def _drill_time(record):
     return parse_iso(record.get("finished_at") or record.get("started_at"))
 
 
-def drill_metrics(records):
-    """The newest drill (when, passed, restore time) and the newest one that passed."""
+def drill_metrics(records, oldest_backup=None):
+    """The newest drill (when, passed, restore time), the newest one that passed, and since when one is due.
+
+    A drill is due since the last one that passed or, on a server never drilled, since its oldest backup
+    kept: a new server is not overdue on its first day, one that never drills becomes so.
+    """
     drills = sorted((r for r in records if _drill_time(r) is not None), key=_drill_time)
     samples = []
     if drills:
@@ -130,6 +135,9 @@ def drill_metrics(records):
             samples.append(("montaiguillon_drill_last_restore_seconds", {}, last["restore_seconds"]))
     passed = [r for r in drills if r.get("status") == "passed"]
     samples.append(("montaiguillon_drill_last_success_timestamp_seconds", {}, _drill_time(passed[-1]) if passed else 0))
+    due_since = _drill_time(passed[-1]) if passed else oldest_backup
+    if due_since is not None:
+        samples.append(("montaiguillon_drill_due_since_timestamp_seconds", {}, due_since))
     return samples
 
 
