@@ -86,10 +86,11 @@ test: lint workflows-check unit molecule e2e pipeline-proof ## Everything CI run
 pipeline-proof: ## The pipeline end to end on the lab once (the earlier stages already ran in make test)
 	$(MAKE) --no-print-directory pipeline-e2e PIPELINE_ARGS="--skip lint --skip unit --skip site"
 
-bench: lab ## Benchmarks (print figures): deploys, backups, hardening, then provisioning (rebuilds the lab)
+bench: lab ## Benchmarks (print figures): deploys, backups, hardening, monitoring, then provisioning (rebuilds the lab)
 	python benchmarks/deploy.py
 	python benchmarks/backup.py
 	python benchmarks/hardening.py
+	python benchmarks/monitoring.py
 	python benchmarks/provision.py
 
 clean: ## Remove the virtualenv and caches
