@@ -220,10 +220,18 @@ options:
   verify_window:
     description:
       - Seconds after the switch during which the new container's health and the proxy are probed every
-        O(health_interval). Any failure switches back to the previous colour (outcome C(rolled_back)) and
-        fails the task. V(0) skips the window.
+        O(health_interval). O(watch_failures) failed probes in a row switch back to the previous colour
+        (outcome C(rolled_back)) and fail the task. V(0) skips the window.
     type: float
     default: 5
+  watch_failures:
+    description:
+      - Consecutive failed probes (the container's health or the proxy's answer) in the O(verify_window)
+        that switch back. V(1) switches back on the first; the default tolerates a probe or two lost to a
+        saturated server, as Docker's and Kubernetes' health checks do. A streak still open when the window
+        ends is followed until it passes or reaches this count.
+    type: int
+    default: 3
   keep_releases:
     description:
       - Images of this many most recent releases in the ledger are kept, plus the images of the live and idle
@@ -493,6 +501,7 @@ def argument_spec():
         "verify_tls": {"type": "bool", "default": False},
         "verify_timeout": {"type": "float", "default": 10},
         "verify_window": {"type": "float", "default": 5},
+        "watch_failures": {"type": "int", "default": 3},
         "keep_releases": {"type": "int", "default": 5},
         "keep_failed": {"type": "bool", "default": False},
         "state_dir": {"type": "path"},

@@ -612,6 +612,34 @@ def test_failure_in_the_watch_window_switches_back(h, bg):
     assert "switch back" in step_names(caught.value.result)
 
 
+def test_one_lost_probe_in_the_watch_window_is_not_a_broken_release(h):
+    """A saturated server may let one probe fail; the release stays (Docker's and Kubernetes' retries)."""
+    h.deploy("site:1")
+    h.engine.add_image("site:2", "sha256:2222bbbb22", "2.0", local=False, health=[200, 200, 500, 200])
+    result = h.deploy("site:2")
+    assert result["changed"] is True and h.live_colour() == "green"
+    assert h.ledger()[-1]["outcome"] == "success"
+
+
+def test_a_failure_streak_open_when_the_window_ends_is_followed_to_its_end(h, bg):
+    h.deploy("site:1")
+    # fails from the last probe of the 5 s window on: the window alone would end with it unresolved
+    h.engine.add_image("site:3", "sha256:3333cccc33", "3.0", local=False, health=[200] * 5 + [500])
+    with pytest.raises(bg.ReleaseFailure) as caught:
+        h.deploy("site:3")
+    assert "failed its health check: HTTP 500" in str(caught.value)
+    assert "3 probes in a row" in str(caught.value)
+    assert h.live_colour() == "blue" and h.ledger()[-1]["outcome"] == "rolled_back"
+
+
+def test_watch_failures_1_switches_back_on_the_first_failed_probe(h, bg):
+    h.deploy("site:1")
+    h.engine.add_image("site:2", "sha256:2222bbbb22", "2.0", local=False, health=[200, 200, 500, 200])
+    with pytest.raises(bg.ReleaseFailure, match="failed its health check: HTTP 500"):
+        h.deploy("site:2", watch_failures=1)
+    assert h.live_colour() == "blue"
+
+
 def test_proxy_verify_failure_switches_back(h, bg):
     h.deploy("site:1")
     h.deploy("site:2", verify_window=0)

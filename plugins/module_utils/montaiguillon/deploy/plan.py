@@ -95,6 +95,9 @@ def validate_params(params):
     window = params.get("verify_window")
     if window is not None and window < 0:
         errors.append(f"verify_window must be 0 or more seconds, got {window}")
+    failures = params.get("watch_failures")
+    if failures is not None and failures < 1:
+        errors.append(f"watch_failures must be 1 or more, got {failures}")
     history = params.get("history")
     if history is not None and history < 0:
         errors.append(f"history must be 0 or more, got {history}")
