@@ -78,8 +78,8 @@ molecule: images lab-up ## Every role's Molecule scenario
 	@for s in $$(ls molecule); do echo "== molecule: $$s"; molecule test -s $$s || exit 1; done
 
 e2e: lab-up ## Lab tests: the lab from nothing and provisioning first, then deploys and backups under load
-	pytest tests/e2e/test_lab_smoke.py -m lab -p no:cacheprovider
-	pytest tests/e2e -m lab -p no:cacheprovider --ignore=tests/e2e/test_lab_smoke.py
+	pytest tests/e2e/test_lab_smoke.py -m lab -p no:cacheprovider --durations=10
+	pytest tests/e2e -m lab -p no:cacheprovider --ignore=tests/e2e/test_lab_smoke.py --durations=25
 
 test: lint workflows-check unit molecule e2e pipeline-proof ## Everything CI runs
 
