@@ -6,7 +6,7 @@ On dev.site and site.com, in the same run, windows of --seconds (60) with
 monitoring and without it, alternated --rounds times (2: without, with,
 without, with) so that a drift of this machine's load cancels out:
 
-    without   the monitoring services stopped (node-exporter and mysqld-exporter
+    without   the monitoring services stopped (node-, mysqld- and nginx-exporter
               on every server; Prometheus, Alertmanager and the blackbox exporter
               on the monitoring host: each one roles/monitoring runs and found
               active) and /etc/cron.d/montaiguillon-monitoring moved aside (the
@@ -81,6 +81,7 @@ MONITORING_SERVICES = [
     "prometheus-alertmanager",
     "prometheus-blackbox-exporter",
     "prometheus-mysqld-exporter",
+    "prometheus-nginx-exporter",
     "prometheus-node-exporter",
 ]
 CRON_FILE = "/etc/cron.d/montaiguillon-monitoring"
