@@ -199,26 +199,60 @@ def prod_proxy_stopped():
         prod_proxy("start")
 
 
-def test_a_bad_night_store_unreachable_and_site_down_each_alert_the_team_then_resolve(store_down, prod_proxy_stopped):
-    """Two failures at once (one incident, so the lab waits for the rules' ``for:`` once, not twice):
-    the offsite store refuses connections and site.com's proxy is stopped."""
+# The backup tool's status file, rewritten as the tool writes it (whole, then renamed into place).
+SET_LAST_BACKUP = """
+import json, os, sys
+path = "/var/lib/montaiguillon-backup/status.json"
+with open(path) as f:
+    status = json.load(f)
+print(status["backup"]["last_success"])
+status["backup"]["last_success"] = sys.argv[1]
+with open(path + ".e2e", "w") as f:
+    json.dump(status, f)
+os.chmod(path + ".e2e", 0o644)
+os.replace(path + ".e2e", path)
+"""
+
+
+def set_last_backup(host, when):
+    """Set the status file's last successful backup time; returns the one it replaced."""
+    return on_server(lab_container(host), "python3", "-c", SET_LAST_BACKUP, when).stdout.strip()
+
+
+@pytest.fixture
+def backups_missed():
+    """site.com's last good backup dates from 27 hours ago, as when cron stopped a day ago; put back afterwards."""
+    long_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 27 * 3600))
+    real = set_last_backup("site.com", long_ago)
+    try:
+        yield
+    finally:
+        set_last_backup("site.com", real)
+
+
+def test_a_bad_night_each_failure_alerts_the_team_then_resolves(store_down, prod_proxy_stopped, backups_missed):
+    """Three failures at once (one incident, so the lab waits for the rules' ``for:`` once, not three times):
+    the offsite store refuses connections, site.com's proxy is stopped, its last backup is past the deadline."""
     since, started = len(received()["alerts"]), time.monotonic()
     assert offsite_copy().returncode != 0
     write_metrics_now("site.com")
     offsite_failed = ("MontaiguillonBackupFailed", "site.com")
     site_down = ("MontaiguillonSiteDown", "https://site.com/")
+    missed = ("MontaiguillonBackupMissed", "site.com")
 
     def delivered(status):
-        return all(notifications(*alert, status, since) for alert in (offsite_failed, site_down))
+        return all(notifications(*alert, status, since) for alert in (offsite_failed, site_down, missed))
 
     assert wait_for(lambda: delivered("firing"), 180), received()["alerts"][since:]
     firing = notifications(*offsite_failed, "firing", since)[-1]
     assert firing["labels"]["job_name"] == "offsite" and firing["labels"]["environment"] == "prod"
     assert "the last offsite run failed" in firing["annotations"]["summary"]
-    print(f"both alerts delivered {time.monotonic() - started:.0f} s after the failures")
+    assert "no successful backup for" in notifications(*missed, "firing", since)[-1]["annotations"]["summary"]
+    print(f"the three alerts delivered {time.monotonic() - started:.0f} s after the failures")
 
     store_ssh("start")
     prod_proxy("start")
+    set_last_backup("site.com", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     assert offsite_copy().returncode == 0
     write_metrics_now("site.com")
     assert wait_for(lambda: delivered("resolved"), 180), received()["alerts"][since:]
