@@ -154,7 +154,7 @@ site-image: ## Build the site image, not published (VERSION=x; needs debian:book
 	docker build --quiet --tag "montaiguillon/site:$(or $(VERSION),$(REVISION))" \
 		--build-arg "APP_VERSION=$(or $(VERSION),$(REVISION))" --build-arg "APP_REVISION=$(REVISION)" app
 
-molecule-scenario: images lab-up ## One Molecule scenario, as CI's matrix runs them (SCENARIO=base)
+molecule-scenario: images lab-up ## One Molecule scenario, as CI's matrix runs them (SCENARIO=docker)
 	@test -n "$(SCENARIO)" && test -f "molecule/$(SCENARIO)/molecule.yml" || \
 		{ echo "usage: make molecule-scenario SCENARIO=<$$(ls molecule | paste -sd '|')>" >&2; exit 2; }
 	molecule test -s "$(SCENARIO)"

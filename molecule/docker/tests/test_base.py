@@ -1,9 +1,7 @@
 """What a server looks like after the base role."""
 
-import socket
-import subprocess
-
 import pytest
+from reach import connects, instance_address
 
 
 def test_deploy_user_has_exactly_its_key_and_sudo(host):
@@ -52,25 +50,6 @@ def test_sshd_is_running(host):
     assert host.service("ssh").is_running
 
 
-def _instance_address(host):
-    name = host.ansible.get_variables()["inventory_hostname"]
-    out = subprocess.run(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return out[0]
-
-
-def _connects(address, port):
-    try:
-        with socket.create_connection((address, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def test_firewall_allows_ssh_and_drops_other_ports(host):
     """From outside (this test runs on the host), only allowed ports answer."""
     host.run("systemd-run --unit=probe-8081 python3 -m http.server 8081")
@@ -79,10 +58,10 @@ def test_firewall_allows_ssh_and_drops_other_ports(host):
         listening = "ss -ltn | grep -q ':8081 ' && ss -ltn | grep -q ':80 '"
         waited = host.run(f"for i in $(seq 50); do {listening} && exit 0; sleep 0.1; done; exit 1")
         assert waited.rc == 0, "the probe servers did not start"
-        address = _instance_address(host)
-        assert _connects(address, 22)
-        assert _connects(address, 80)
-        assert not _connects(address, 8081)
+        address = instance_address(host)
+        assert connects(address, 22)
+        assert connects(address, 80)
+        assert not connects(address, 8081)
         # From the server itself (loopback) everything still works.
         assert host.run("python3 -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:8081/')\"").rc == 0
     finally:

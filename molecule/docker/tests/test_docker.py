@@ -1,11 +1,10 @@
 """The Docker engine after the docker role, and the firewall in front of it."""
 
 import json
-import socket
-import subprocess
 import time
 
 import pytest
+from reach import connects, instance_address
 
 PROBE_IMAGE = "lab-registry:5000/montaiguillon/mariadb:10.11"
 # The lab registry refuses anonymous pulls (htpasswd, like a private GHCR package).
@@ -69,25 +68,6 @@ def test_pulls_use_the_engine_credentials(host, client):
     assert host.run(f"docker image inspect {PRIVATE_IMAGE}").rc == 0
 
 
-def _instance_address(host):
-    name = host.ansible.get_variables()["inventory_hostname"]
-    out = subprocess.run(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return out[0]
-
-
-def _connects(address, port):
-    try:
-        with socket.create_connection((address, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def published_container(host):
     """A container inside the server publishing an allowed and a forbidden port."""
@@ -107,9 +87,9 @@ def published_container(host):
 
 def test_docker_published_ports_obey_the_firewall(host, published_container):
     """The well-known trap: Docker's DNAT bypasses INPUT rules; DOCKER-USER must catch it."""
-    address = _instance_address(host)
-    assert _connects(address, 80), "an allowed published port must be reachable"
-    assert not _connects(address, 8082), "a published port outside the allowed list must be dropped"
+    address = instance_address(host)
+    assert connects(address, 80), "an allowed published port must be reachable"
+    assert not connects(address, 8082), "a published port outside the allowed list must be dropped"
     # From the server itself the container still answers on both.
     assert host.run("python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8082), 2)\"").rc == 0
 

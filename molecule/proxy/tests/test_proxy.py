@@ -135,3 +135,31 @@ def test_redirect_ignores_the_clients_host(host):
                         " c.request('GET', '/', headers={'Host': 'evil.example'}); r=c.getresponse();"
                         " print(r.status, r.getheader('Location'))\"")  # fmt: skip
     assert redirect.stdout.split() == ["301", "https://molecule-server/"]
+
+
+SOCKET = "/run/montaiguillon/proxy-metrics/nginx.sock"
+# GET /stub_status over nginx's metrics socket, as prometheus-nginx-exporter reads it.
+STUB_STATUS = (
+    "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('" + SOCKET + "');"
+    " s.sendall(b'GET /stub_status HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n'); print(s.recv(4096).decode())\""
+)
+
+
+def test_nginx_counters_on_a_host_socket_and_no_port(host):
+    answer = host.run(STUB_STATUS)
+    assert answer.rc == 0, answer.stderr
+    assert " 200 OK" in answer.stdout.splitlines()[0] and "Active connections:" in answer.stdout
+    config = json.loads(host.check_output("docker inspect proxy"))[0]
+    assert set(config["HostConfig"]["PortBindings"]) == {"80/tcp", "443/tcp"}  # no port for the counters
+    assert host.run("docker exec proxy ls /nginx-metrics").stdout.split() == ["nginx.sock"]
+
+
+def test_a_killed_proxy_comes_back_with_its_counters(host):
+    """nginx removes its socket when it stops; a crash leaves it, and a stale one would fail nginx's bind."""
+    host.check_output("kill -KILL $(docker inspect -f '{{.State.Pid}}' proxy)")  # as the OOM killer would
+    assert host.file(SOCKET).exists  # what a killed nginx leaves
+    waited = "for i in $(seq 60); do " + STUB_STATUS + " && exit 0; sleep 1; done; exit 1"
+    back = host.run(waited)
+    assert back.rc == 0, host.check_output("docker logs --tail 20 proxy 2>&1")
+    assert "Active connections:" in back.stdout
+    assert json.loads(host.check_output("docker inspect proxy"))[0]["RestartCount"] >= 1
