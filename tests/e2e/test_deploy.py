@@ -256,7 +256,8 @@ def test_four_prod_deploys_in_a_row_all_pass_the_backup_gate(playbook, refs):
     before = kept_backups(server)
     assert before, "the lab's prod has no scheduled or manual backup to judge"
     for name in ("v1", "v2", "v1", "v2"):
-        run = deploy(playbook, "prod", refs[name][1])
+        # The gate and the snapshots are the subject: a one-second watch window (5 s by default) will do.
+        run = deploy(playbook, "prod", refs[name][1], "-e", "app_verify_window=1")
         assert run.rc == 0, run.output[-3000:]
     assert before <= kept_backups(server)
     ledger = on_server(server, "tail", "-n", "4", "/var/lib/montaiguillon/app/releases.jsonl").stdout.splitlines()

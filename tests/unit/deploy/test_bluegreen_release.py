@@ -18,7 +18,9 @@ from ansible.module_utils.montaiguillon.common.files import read_text
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
 from ansible.module_utils.montaiguillon.deploy.plan import LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_RELEASE, parse_upstream
 from ansible.module_utils.montaiguillon.deploy.probe import ProbeError
-from ansible.module_utils.montaiguillon.deploy.proxy import Proxy
+from ansible.module_utils.montaiguillon.deploy.proxy import TEST_AND_RELOAD_SCRIPT, TEST_REFUSED, Proxy
+
+RELOAD = ("sh", "-c", TEST_AND_RELOAD_SCRIPT)  # how a switch asks nginx to test and reload
 
 VERIFY_URL = "https://127.0.0.1:18443/version"
 SLOT_BLUE = "# Managed by the bluegreen_release module: the slot the proxy names in X-Montaiguillon-Slot.\n" + (
@@ -121,8 +123,9 @@ class FakeEngine:
         self.events.append(("exec", name, tuple(command)))
         if not self.containers.get(name, {}).get("State", {}).get("Running"):
             raise DockerError(f"container {name} is not running")
-        if command == ["nginx", "-t"]:
-            return self.nginx_test
+        if command == ["sh", "-c", TEST_AND_RELOAD_SCRIPT]:  # nginx -t, then (when it passes) the reload
+            code, output = self.nginx_test
+            return (0, "") if code == 0 else (TEST_REFUSED, output)
         return 0, ""
 
     def logs(self, name, tail=20):
@@ -358,7 +361,7 @@ def test_second_deploy_goes_green_and_keeps_blue_warm(h):
     assert h.engine.containers["app-blue"]["State"]["Running"] is True
     assert result["release"]["previous_release"] == first["release"]["release"]
     assert result["switch_seconds"] is not None and result["switch_seconds"] >= 0
-    reloads = [e for e in h.engine.events if e[:3] == ("exec", "proxy", ("nginx", "-s", "reload"))]
+    reloads = [e for e in h.engine.events if e[:3] == ("exec", "proxy", RELOAD)]
     assert len(reloads) == 2
     assert "stays running for a rollback" in result["steps"][step_names(result).index("keep warm")]["detail"]
 
@@ -561,7 +564,7 @@ def test_health_timeout_fails_clearly_and_leaves_live_untouched(h, bg):
     assert h.upstream.read_text() == upstream_before
     assert h.engine.containers["app-blue"] == blue_before
     assert "app-green" not in h.engine.containers  # failed idle container removed
-    assert not [e for e in h.engine.events if e[0] == "exec" and e[2] == ("nginx", "-s", "reload")][1:]
+    assert not [e for e in h.engine.events if e[0] == "exec" and e[2] == RELOAD][1:]
     assert h.clock.sleeps and all(s == 1 for s in h.clock.sleeps)
     entry = h.ledger()[-1]
     assert entry["outcome"] == "failed" and "did not become healthy" in entry["message"]

@@ -6,7 +6,7 @@ from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
 from ansible.module_utils.montaiguillon.deploy.maintenance import MaintenancePage
 from ansible.module_utils.montaiguillon.deploy.plan import parse_upstream_server, render_upstream
 from ansible.module_utils.montaiguillon.deploy.probe import HttpAnswer, ProbeError
-from ansible.module_utils.montaiguillon.deploy.proxy import Proxy, ProxyError
+from ansible.module_utils.montaiguillon.deploy.proxy import TEST_AND_RELOAD_SCRIPT, TEST_REFUSED, Proxy, ProxyError
 
 
 class Engine:
@@ -15,8 +15,11 @@ class Engine:
         self.calls = []
 
     def exec(self, container, command):
-        self.calls.append(command[:3])
-        return self.nginx_test if command[:2] == ["nginx", "-t"] else (0, "")
+        self.calls.append(command)
+        if command == ["sh", "-c", TEST_AND_RELOAD_SCRIPT]:  # nginx -t, then (when it passes) the reload
+            code, output = self.nginx_test
+            return (0, "") if code == 0 else (TEST_REFUSED, output)
+        return 0, ""
 
     def container_ip(self, name, network):
         if self.address is None:
@@ -75,7 +78,7 @@ def test_off_waits_for_the_live_slot_then_reloads_and_removes_the_flag(site):
     result = page.turn_off(timeout=60)
     assert result == {"changed": True, "live": "app-blue", "healthy": True, "health": 'HTTP 200: {"status": "ok"}'}
     assert probe.urls == ["http://172.18.0.7:8000/health"] * 3
-    assert engine.calls[0] == ["nginx", "-t"] and ["nginx", "-s", "reload"] in engine.calls
+    assert engine.calls[0] == ["sh", "-c", TEST_AND_RELOAD_SCRIPT]  # tested and reloaded
     assert not flag.exists()
     assert page.turn_off(timeout=60)["changed"] is False  # off while off
 
