@@ -131,6 +131,7 @@ def test_database_survives_a_server_restart(playbook, lab_secret):
         ("mysql_image=Not/An:Image:!", "mysql_image must be an image reference"),
         ("vault_mysql_app_password=short", "mysql_app_password must have at least 12 characters"),
         ("docker_log_max_file=many", "docker_log_max_file"),
+        ("monitoring_alert_for=soon", "monitoring_alert_for must be a Prometheus duration"),
         (
             '{"docker_registry_auths": [{"registry": "lab-registry:5000", "username": "montaiguillon"}]}',
             "docker_registry_auths entry 1 (lab-registry:5000) needs registry",
