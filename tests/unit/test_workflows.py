@@ -205,7 +205,7 @@ def test_cd_promotes_the_tested_digest_to_prod_behind_the_production_environment
         deploy = next(r for r in runs if r.startswith("make deploy-to "))
         # REF reaches make through the environment (read as "$$REF"), never as an argument.
         assert f"ENV={job}" in deploy and "REF" not in deploy
-        assert "INVENTORY=inventories/production" in deploy
+        assert jobs_[job]["env"]["INVENTORY"] == INVENTORY_FROM_VARS, job
         assert jobs_[job]["env"]["EXPECT_VERSION"] == "${{ needs.publish.outputs.version }}", job
         assert any(r.strip() == f"make smoke-site ENV={job}" for r in runs), job
 
@@ -245,7 +245,45 @@ def test_the_weekly_drill_runs_on_prod_from_the_controller():
     # A scheduled run has no inputs: it drills prod, in the production environment.
     assert job["env"]["ENV"] == "${{ inputs.environment || 'prod' }}"
     assert job["environment"]["name"] == "${{ (inputs.environment || 'prod') == 'prod' && 'production' || 'test' }}"
-    assert "make drill INVENTORY=inventories/production" in [s.get("run") for s in job["steps"]]
+    assert "make drill" in [s.get("run") for s in job["steps"]]
+    assert job["env"]["INVENTORY"] == INVENTORY_FROM_VARS
+
+
+INVENTORY_FROM_VARS = "${{ vars.DEPLOY_INVENTORY || 'inventories/production' }}"
+
+
+def test_a_job_handed_an_inventory_checks_it_before_any_make_verb_uses_it():
+    """DEPLOY_INVENTORY is a repository variable and becomes a make argument: workflow-guard first."""
+    for path in WORKFLOWS:
+        for job_name, job in jobs(path):
+            if "INVENTORY" not in (job.get("env") or {}):
+                continue
+            assert job["env"]["INVENTORY"] == INVENTORY_FROM_VARS, f"{path.name} {job_name}"
+            runs = [step.get("run", "") for step in job["steps"]]
+            guard = next(i for i, run in enumerate(runs) if run.startswith("scripts/workflow-guard inputs"))
+            assert "INVENTORY" in runs[guard].split(), f"{path.name} {job_name}"
+            verbs = [
+                i for i, run in enumerate(runs) if re.match(r"make (deploy-to|rollback-env|backup-now|drill)( |$)", run)
+            ]
+            assert verbs and min(verbs) > guard, f"{path.name} {job_name}"
+
+
+def test_only_the_local_runner_s_event_fields_skip_anything():
+    """act_* fields exist only in scripts/pipeline's event: on GitHub these conditions never skip a job."""
+    skipping = {}
+    for path in WORKFLOWS:
+        for job_name, job in jobs(path):
+            if "github.event.act_" in str(job.get("if", "")):
+                skipping[f"{path.name}:{job_name}"] = re.findall(r"github\.event\.(act_\w+)", job["if"])
+    assert skipping == {
+        "cd.yml:ci": ["act_skip_ci"],
+        "cd.yml:publish": ["act_skip_ci"],
+        "ci.yml:molecule": ["act_skip_molecule"],
+    }
+    cd = load(WORKFLOW_DIR / "cd.yml")["jobs"]
+    # With ci skipped, success() would skip every later job: each says what it needs.
+    assert "needs.publish.result == 'success'" in cd["test"]["if"]
+    assert "needs.test.result == 'success'" in cd["prod"]["if"]
 
 
 def test_actionlint_finds_no_problem():
