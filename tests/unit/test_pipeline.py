@@ -308,3 +308,12 @@ def test_the_clone_holds_uncommitted_changes_and_the_headline_as_commits(tmp_pat
 def test_a_content_module_without_one_headline_is_refused():
     with pytest.raises(pipeline.Refused, match="found 0"):
         pipeline.with_headline("TITLE = 'x'\n", "new")
+
+
+def test_a_job_named_by_an_expression_is_matched_by_what_act_printed():
+    jobs = track("[Backup now/Back prod up] 🏁  Job succeeded\n").jobs
+    listed = [("backup", "Back ${{ inputs.environment }} up")]
+    assert pipeline.missing_jobs(listed, jobs, "Backup now") == []
+    assert pipeline.missing_jobs(listed, track("[Backup now/Other] 🏁  Job succeeded\n").jobs, "Backup now") == [
+        "Back ${{ inputs.environment }} up"
+    ]
