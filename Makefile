@@ -23,7 +23,7 @@ setup: $(VENV)/.installed ## Install what is missing: Debian packages, Docker en
 $(VENV)/.installed: requirements.txt
 	@lab/bin/host-packages
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	@touch $@
 
 images: setup ## Build the offline base image (the lab builds the others)
@@ -104,7 +104,8 @@ clean: ## Remove the virtualenv and caches
 # the inventory (the lab unless told: inventories/production on GitHub).
 INVENTORY ?= inventories/lab/hosts.yml
 REVISION ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-RUN_ID ?= $(if $(GITHUB_RUN_ID),$(GITHUB_SERVER_URL)/$(GITHUB_REPOSITORY)/actions/runs/$(GITHUB_RUN_ID),local-$(shell date -u +%Y%m%dT%H%M%SZ))
+# act (make pipeline) sets ACT=true and placeholder GITHUB_* values: its runs say "act-<time>".
+RUN_ID ?= $(if $(ACT),act-$(shell date -u +%Y%m%dT%H%M%SZ),$(if $(GITHUB_RUN_ID),$(GITHUB_SERVER_URL)/$(GITHUB_REPOSITORY)/actions/runs/$(GITHUB_RUN_ID),local-$(shell date -u +%Y%m%dT%H%M%SZ)))
 PIPELINE_ARGS ?=
 BENCH_ARGS ?=
 # The lab's addresses, used by smoke-site when URL is not given.

@@ -57,22 +57,26 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 
+# Why a job takes its time, by a part of its name as act labels it (scripts/pipeline runs cd.yml with act).
 WHY = {
-    "lint": "ansible-lint loads and checks every playbook, role and task file; CPU-bound on 2 cores",
-    "unit": "pytest of the modules and helpers; no I/O, scales with the number of tests",
-    "site": "pytest of the site with an in-memory database; a few seconds",
-    "build": (
+    "Lint": "a fresh virtualenv from requirements.txt, then ansible-lint over every playbook and role; CPU-bound",
+    "Unit tests": "a fresh virtualenv from requirements.txt, then pytest of the modules and helpers",
+    "Site tests": "a fresh virtualenv from requirements.txt, then pytest of the site with an in-memory database",
+    "Build the site image": "docker build, not published: the layers publish reuses",
+    "Publish": (
         "docker build then push: cold re-runs the apt-get layer (Debian archive download and unpack of python3, "
         "python3-pymysql, gunicorn) and pushes every layer; warm reuses it and sends only the small code layers"
     ),
-    "deploy-test": (
-        "blue/green on dev.site: Ansible over SSH, pull of the new layers from the lab registry, a one-off "
-        "migration container, start of the idle colour, health checks until it answers, proxy switch, verify"
+    "Deploy to test": (
+        "the deploy tools' virtualenv, then blue/green on dev.site: Ansible over SSH, pull of the new layers, a "
+        "one-off migration container, start of the idle colour, health checks, proxy switch, verify, smoke tests"
     ),
-    "deploy-prod": "the same blue/green steps on site.com (plus the pre-deploy backup snapshot)",
-    "smoke-test": "a few HTTPS requests to dev.site",
-    "smoke-prod": "a few HTTPS requests to site.com",
+    "Promote to prod": "the same on site.com (plus the pre-deploy backup snapshot)",
 }
+
+
+def why(name):
+    return next((text for part, text in WHY.items() if part in name), "")
 
 
 # --------------------------------------------------------------------------
@@ -184,18 +188,18 @@ def dominant(result):
 
 def render(name, result):
     lines = [f"== {name} run: version {result.get('version', '?')}, {'ok' if result.get('ok') else 'FAILED'}"]
-    lines.append(f"{'stage':<12} {'status':<8} {'seconds':>8} {'share':>6}")
+    width = max([len("stage"), *(len(stage["name"]) for stage in result.get("stages", []))])
+    lines.append(f"{'stage':<{width}} {'status':<8} {'seconds':>8} {'share':>6}")
     share = shares(result)
     for stage in result.get("stages", []):
+        label = f"{stage['name']:<{width}} {stage['status']:<8}"
         if stage["name"] in share:
-            lines.append(
-                f"{stage['name']:<12} {stage['status']:<8} {stage['seconds']:8.1f} {share[stage['name']]:6.1%}"
-            )
+            lines.append(f"{label} {stage['seconds']:8.1f} {share[stage['name']]:6.1%}")
         else:
-            lines.append(f"{stage['name']:<12} {stage['status']:<8} {'':>8} {'':>6}")
+            lines.append(f"{label} {'':>8} {'':>6}")
     total, target = result.get("total_seconds", 0.0), TARGETS[name]
     verdict = "within" if total <= target else "OVER"
-    lines.append(f"{'total':<12} {'':<8} {total:8.1f}        {verdict} the {target / 60:.0f}-minute target")
+    lines.append(f"{'total':<{width}} {'':<8} {total:8.1f}        {verdict} the {target / 60:.0f}-minute target")
     probe = result.get("probe")
     if probe:
         lines.append(f"probe: {probe['requests']} request(s) to prod while it deployed, {probe['failed']} failed")
@@ -213,7 +217,7 @@ def explain(runs):
             continue
         lines.append(
             f"{name}: {top['name']} dominates ({top['seconds']:.1f} s, {shares(result)[top['name']]:.0%}): "
-            f"{WHY.get(top['name'], 'see its log: ' + top.get('log', ''))}"
+            f"{why(top['name']) or 'see its log: ' + top.get('log', '')}"
         )
     if "cold" in runs and "warm" in runs:
         cold = {s["name"]: s["seconds"] for s in timed_stages(runs["cold"])}
@@ -244,7 +248,9 @@ def main(argv=None):
     runs = {}
     for name in ("cold", "warm"):
         say(f"\n######## {name} run")
-        runs[name] = run_pipeline(command, args.pipeline_args)
+        # A new headline each run: the warm run ships a release of its own, not the cold one again.
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
+        runs[name] = run_pipeline(command, ["--headline", f"Benchmark, {name} run at {stamp}", *args.pipeline_args])
         if not runs[name].get("ok"):
             say(f"{name} run failed: {runs[name].get('message')}; no warm run")
             break

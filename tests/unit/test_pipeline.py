@@ -116,10 +116,10 @@ def test_the_probe_runs_exactly_while_the_prod_job_runs():
 
 def test_a_planned_job_that_never_reported_is_missing_and_a_skipped_ci_is_not():
     jobs = track(ACT_OUTPUT).jobs
-    assert pipeline.missing_jobs(CD_JOBS, jobs, "CD", skipped={"ci"}) == []
-    assert pipeline.missing_jobs(CD_JOBS, jobs, "CD") == ["CI"]
-    jobs = track(ACT_OUTPUT.replace("[CD/Deploy to test (dev.site)]", "[CD/CI/Lint (yamllint)   ]")).jobs
-    assert pipeline.missing_jobs(CD_JOBS, jobs, "CD") == ["Deploy to test (dev.site)"]
+    assert pipeline.missing_jobs(CD_JOBS, jobs, skipped={"ci"}) == []
+    assert pipeline.missing_jobs(CD_JOBS, jobs) == ["CI"]
+    jobs = track(ACT_OUTPUT.replace("[CD/Deploy to test (dev.site)]", "[CI/CI/Lint (yamllint)   ]")).jobs
+    assert pipeline.missing_jobs(CD_JOBS, jobs) == ["Deploy to test (dev.site)"]
 
 
 def result(jobs_text=ACT_OUTPUT, missing=(), status=0, probe=None, total=100.0):
@@ -313,7 +313,7 @@ def test_a_content_module_without_one_headline_is_refused():
 def test_a_job_named_by_an_expression_is_matched_by_what_act_printed():
     jobs = track("[Backup now/Back prod up] 🏁  Job succeeded\n").jobs
     listed = [("backup", "Back ${{ inputs.environment }} up")]
-    assert pipeline.missing_jobs(listed, jobs, "Backup now") == []
-    assert pipeline.missing_jobs(listed, track("[Backup now/Other] 🏁  Job succeeded\n").jobs, "Backup now") == [
+    assert pipeline.missing_jobs(listed, jobs) == []
+    assert pipeline.missing_jobs(listed, track("[Backup now/Other] 🏁  Job succeeded\n").jobs) == [
         "Back ${{ inputs.environment }} up"
     ]

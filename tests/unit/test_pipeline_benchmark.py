@@ -17,28 +17,31 @@ def result(seconds, ok=True, version="v"):
     return {"ok": ok, "version": version, "stages": stages, "total_seconds": sum(seconds.values()), "message": ""}
 
 
-COLD = result({"lint": 30.0, "build": 150.0, "deploy-test": 60.0, "deploy-prod": 60.0})
-WARM = result({"lint": 30.0, "build": 10.0, "deploy-test": 40.0, "deploy-prod": 40.0})
+# Job labels as scripts/pipeline reports them (act's).
+LINT, BUILD = "CI/CI/Lint (yamllint)", "CD/Publish the image to GHCR"
+TEST, PROD = "CD/Deploy to test (dev.site)", "CD/Promote to prod (site.com)"
+COLD = result({LINT: 30.0, BUILD: 150.0, TEST: 60.0, PROD: 60.0})
+WARM = result({LINT: 30.0, BUILD: 10.0, TEST: 40.0, PROD: 40.0})
 
 
 def test_shares_add_up_to_the_whole_run():
     share = bench.shares(COLD)
-    assert share["build"] == pytest.approx(0.5)
+    assert share[BUILD] == pytest.approx(0.5)
     assert sum(share.values()) == pytest.approx(1.0)
 
 
 def test_the_dominant_stage_and_why():
-    assert bench.dominant(COLD)["name"] == "build"
-    assert bench.dominant(WARM)["name"] == "deploy-test"
+    assert bench.dominant(COLD)["name"] == BUILD
+    assert bench.dominant(WARM)["name"] == TEST
     text = bench.explain({"cold": COLD, "warm": WARM})
-    assert "cold: build dominates (150.0 s, 50%): docker build then push" in text
-    assert "warm: deploy-test dominates (40.0 s, 33%)" in text
-    assert "cold minus warm: build +140.0 s, deploy-prod +20.0 s, deploy-test +20.0 s, lint +0.0 s" in text
+    assert f"cold: {BUILD} dominates (150.0 s, 50%): docker build then push" in text
+    assert f"warm: {TEST} dominates (40.0 s, 33%): the deploy tools' virtualenv" in text
+    assert f"cold minus warm: {BUILD} +140.0 s, {TEST} +20.0 s, {PROD} +20.0 s, {LINT} +0.0 s" in text
 
 
 def test_the_table_gives_shares_and_the_verdict_against_each_target():
     table = bench.render("warm", WARM)
-    assert "build        passed       10.0   8.3%" in table
+    assert f"{BUILD}  passed       10.0   8.3%" in table
     assert "within the 5-minute target" in table
     slow = result({"build": 1000.0})
     assert "OVER the 15-minute target" in bench.render("cold", slow)
