@@ -317,3 +317,53 @@ def test_a_job_named_by_an_expression_is_matched_by_what_act_printed():
     assert pipeline.missing_jobs(listed, track("[Backup now/Other] 🏁  Job succeeded\n").jobs) == [
         "Back ${{ inputs.environment }} up"
     ]
+
+
+FAKE_ACT = """#!/usr/bin/env python3
+import json, os, subprocess, sys
+args = sys.argv[1:]
+if "--list" in args:
+    print("Stage  Job ID   Job name                   Workflow name  Workflow file  Events")
+    print("0      publish  Publish the image to GHCR  CD             cd.yml         push")
+    sys.exit(0)
+files = {name: args[args.index(name) + 1] for name in ("--secret-file", "--var-file", "-e")}
+record = {
+    "modes": {name: oct(os.stat(path).st_mode & 0o777) for name, path in files.items()},
+    "dir_mode": oct(os.stat(os.path.dirname(files["--secret-file"])).st_mode & 0o777),
+    "files": files,
+    "secrets": open(files["--secret-file"]).read(),
+    "event": json.load(open(files["-e"])),
+    "cwd": os.getcwd(),
+    "head": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    "virtual_env": os.environ.get("VIRTUAL_ENV"),
+}
+with open(os.environ["FAKE_ACT_RECORD"], "w") as out:
+    json.dump(record, out)
+print("[CD/Publish the image to GHCR] ⭐ Run Set up job")
+print("[CD/Publish the image to GHCR] 🏁  Job succeeded")
+"""
+
+
+def test_a_run_gives_act_private_files_in_a_clone_and_removes_them(tmp_path, monkeypatch):
+    act = tmp_path / "act"
+    act.write_text(FAKE_ACT)
+    act.chmod(0o755)
+    generated = tmp_path / "lab" / ".generated"
+    (generated / "registry").mkdir(parents=True)
+    (generated / "id_ed25519").write_text("-----BEGIN KEY-----\nabc\n-----END KEY-----\n")
+    (generated / "known_hosts").write_text("[127.0.0.1]:2221 ssh-ed25519 AAA\n")
+    (generated / "registry" / "password").write_text("registry-secret\n")
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("FAKE_ACT_RECORD", str(record))
+    monkeypatch.setenv("VIRTUAL_ENV", "/some/venv")
+    args = pipeline.parse_args(["--skip-ci", "--inventory", str(tmp_path / "lab" / "hosts.yml")])
+    result = pipeline.run(args, str(act), say=lambda text: None)
+    assert result.ok and [j.label for j in result.jobs] == ["CD/Publish the image to GHCR"]
+    seen = json.loads(record.read_text())
+    assert set(seen["modes"].values()) == {"0o600"} and seen["dir_mode"] == "0o700"
+    assert 'GITHUB_TOKEN="registry-secret"' in seen["secrets"]
+    assert seen["event"]["act_skip_ci"] is True
+    assert Path(seen["cwd"]) != ROOT and seen["head"] == result.sha  # act ran in the throwaway clone
+    assert seen["virtual_env"] is None
+    assert not any(Path(path).exists() for path in seen["files"].values())  # removed afterwards
+    assert "registry-secret" not in Path(result.log).read_text()
