@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 
-.PHONY: status pipeline-proof alert-rules help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
+.PHONY: status pipeline-proof alert-rules lint-files lint-plugins help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,10 +20,14 @@ setup: $(VENV)/.installed ## Install what is missing: Debian packages, Docker en
 	@lab/bin/host-packages
 	@lab/bin/engine
 
-$(VENV)/.installed: requirements.txt
+# pip installs only the installer (uv, pinned by hash: lab/bin/uv-bootstrap); uv makes
+# the virtualenv and installs the same pinned files: 21 -> 1 s on a warm cache
+# (docs/pipeline.md, "Where the time goes"). No Python is ever downloaded.
+$(VENV)/.installed: requirements.txt requirements-bootstrap.txt
 	@lab/bin/host-packages
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
+	uv="$$(lab/bin/uv-bootstrap)" && \
+	  "$$uv" venv --quiet --seed --allow-existing --no-python-downloads --python $(PYTHON) $(VENV) && \
+	  "$$uv" pip install --quiet --python $(BIN)/python -r requirements.txt
 	@touch $@
 
 images: setup ## Build the offline base image (the lab builds the others)
@@ -56,13 +60,17 @@ site: ## Release the site from app/ (VERSION, default: the git revision) and dep
 
 lab: lab-up provision site ## The main job: set up, bring the lab up, provision dev.site and site.com, ship the site
 
-lint: setup ## yamllint, ansible-lint (production profile), ruff, the alert rules (promtool), ansible-test sanity
+lint: lint-files lint-plugins ## Every static check: lint-files, then lint-plugins
+
+lint-files: setup ## yamllint, ansible-lint (production profile), ruff (CI's lint job)
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check .
 	ruff format --check .
-	$(MAKE) --no-print-directory alert-rules
+
+lint-plugins: setup ## ansible-test sanity of plugins/, the alert rules (promtool, amtool) (CI's sanity job)
 	$(MAKE) --no-print-directory sanity
+	$(MAKE) --no-print-directory alert-rules
 
 alert-rules: setup ## The alert rules (promtool check, a unit test per rule) and Alertmanager's config (amtool), tools from Debian in .cache
 	MONTAIGUILLON_REQUIRE_PROMTOOL=1 pytest -q -p no:cacheprovider tests/unit/monitoring/test_alert_rules.py \
@@ -126,8 +134,9 @@ endef
 	workflows-check actionlint bench-pipeline hooks deploy-tools
 
 # Jobs that hold deploy secrets set TOOLS=deploy: the deploy verbs then install
-# only requirements-deploy.txt (ansible, hashes checked, no pip cache) instead
-# of the full toolset of `make setup`. --no-compile: these tools live for one job and Python
+# only requirements-deploy.txt (ansible, hashes checked, no cache: a job holding
+# secrets reads nothing another job wrote) instead of the full toolset of `make setup`.
+# Nothing is compiled ahead (uv's default): these tools live for one job and Python
 # compiles only what it imports (pip compiling all of ansible: 12 of 19 s, measured).
 TOOLS ?= setup
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
@@ -135,9 +144,10 @@ VERB_TOOLS := $(if $(filter deploy,$(TOOLS)),$(DEPLOY_TOOLS),setup)
 
 deploy-tools: $(DEPLOY_TOOLS) ## Only the deploy verbs' tools, pinned by hash (requirements-deploy.txt)
 
-$(DEPLOY_TOOLS): requirements-deploy.txt
+$(DEPLOY_TOOLS): requirements-deploy.txt requirements-bootstrap.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-cache-dir --no-compile --require-hashes --no-deps -r requirements-deploy.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-cache-dir --no-compile --require-hashes -r requirements-bootstrap.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-cache --require-hashes --no-deps -r requirements-deploy.txt
 	@touch $@
 
 pipeline: setup ## cd.yml itself, run with act against the lab: CI, publish, test, prod, timed (PIPELINE_ARGS='--probe')

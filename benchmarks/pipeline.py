@@ -60,6 +60,7 @@ MANIFEST_TYPES = ", ".join(
 # Why a job takes its time, by a part of its name as act labels it (scripts/pipeline runs cd.yml with act).
 WHY = {
     "Lint": "a fresh virtualenv from requirements.txt, then ansible-lint over every playbook and role; CPU-bound",
+    "Sanity": "a fresh virtualenv, then ansible-test sanity of plugins/ in its own virtualenvs, and the alert rules",
     "Unit tests": "a fresh virtualenv from requirements.txt, then pytest of the modules and helpers",
     "Site tests": "a fresh virtualenv from requirements.txt, then pytest of the site with an in-memory database",
     "Build the site image": "docker build, not published: the layers publish reuses",

@@ -192,13 +192,35 @@ def test_jobs_holding_deploy_secrets_use_no_pip_cache_and_hash_pinned_tools():
     ]
 
 
-def test_the_deploy_requirements_are_all_pinned_with_hashes():
-    text = (ROOT / "requirements-deploy.txt").read_text()
+@pytest.mark.parametrize(
+    "name, must_hold",
+    [("requirements-deploy.txt", {"ansible", "ansible-core"}), ("requirements-bootstrap.txt", {"uv"})],
+)
+def test_what_deploy_jobs_install_is_all_pinned_with_hashes(name, must_hold):
+    text = (ROOT / name).read_text()
     requirements = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
     names = {name.lower() for name, _ in requirements}
-    assert {"ansible", "ansible-core"} <= names
+    assert must_hold <= names
     assert len(requirements) == len(re.findall(r"^[A-Za-z0-9_.-]+==", text, re.M))
-    assert "--index-url" not in text and "--extra-index-url" not in text
+    assert "--index-url" not in text and "--extra-index-url" not in text and "--find-links" not in text
+
+
+def test_deploy_tools_install_by_hash_without_any_cache(tmp_path):
+    """What `make deploy-tools` would run: both installs check hashes, neither reads a cache."""
+    venv = tmp_path / "venv"
+    plan = subprocess.run(
+        ["make", "--no-print-directory", "-n", "deploy-tools", f"VENV={venv}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs = [line for line in plan.splitlines() if " install " in line]
+    assert len(installs) == 2, plan
+    pip_install, uv_install = installs
+    assert "requirements-bootstrap.txt" in pip_install and "--no-cache-dir" in pip_install
+    assert "requirements-deploy.txt" in uv_install and "--no-cache " in uv_install
+    assert all("--require-hashes" in line for line in installs), plan
 
 
 def test_zizmor_finds_nothing_at_medium_or_above():
