@@ -132,6 +132,7 @@ def test_database_survives_a_server_restart(playbook, lab_secret):
         ("vault_mysql_app_password=short", "mysql_app_password must have at least 12 characters"),
         ("docker_log_max_file=many", "docker_log_max_file"),
         ("monitoring_alert_for=soon", "monitoring_alert_for must be a Prometheus duration"),
+        ("site_topology=swarm", "test_swarm_managers: no manager; a swarm needs 1, 3 or 5 managers"),
         (
             '{"docker_registry_auths": [{"registry": "lab-registry:5000", "username": "montaiguillon"}]}',
             "docker_registry_auths entry 1 (lab-registry:5000) needs registry",
