@@ -9,8 +9,8 @@ fails its pattern before any command runs; backup-now.yml backs prod up.
 import difflib
 import json
 import re
-import ssl
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +22,9 @@ from labtools import container as lab_container
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from pipeline_report import ssl_context_for  # noqa: E402
+
 PROD = lab_container("site.com")
 PROD_URL = "https://127.0.0.1:9443/"
 LEDGER = "/var/lib/montaiguillon/app/releases.jsonl"
@@ -46,11 +49,8 @@ def job(result, name):
 
 def prod_page():
     """(status, X-App-Version) of site.com's page, the lab's own CA not checked (loopback)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(PROD_URL, timeout=10, context=context) as response:
+        with urllib.request.urlopen(PROD_URL, timeout=10, context=ssl_context_for(PROD_URL)) as response:
             return response.status, response.headers.get("X-App-Version", "")
     except urllib.error.HTTPError as error:
         return error.code, error.headers.get("X-App-Version", "")
