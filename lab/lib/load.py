@@ -24,7 +24,7 @@ class LoadResult:
     versions: Counter = field(default_factory=Counter)
     timeline: list = field(default_factory=list)  # (seconds since start, version or error)
     seconds: float = 0.0
-    latencies: list = field(default_factory=list)
+    latencies: list = field(default_factory=list)  # (seconds since start, seconds the request took)
 
     @property
     def failed(self):
@@ -42,6 +42,15 @@ class LoadResult:
         times = sorted(t for t, v in self.timeline if not str(v).startswith("error"))
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
+    def first_answer(self, version, after=0.0):
+        """Seconds since start of the first success from ``version`` started after ``after``; None if none."""
+        return min((t for t, v in self.timeline if v == version and t >= after), default=None)
+
+    def p99(self, start=0.0, end=float("inf")):
+        """99th percentile latency (s) of the requests started in [start, end); None without requests."""
+        taken = sorted(took for t, took in self.latencies if start <= t < end)
+        return taken[min(len(taken) - 1, int(len(taken) * 0.99))] if taken else None
+
     def summary(self):
         return (
             f"{self.sent} requests in {self.seconds:.1f} s ({self.rate:.0f}/s), {self.failed} failed "
@@ -50,7 +59,11 @@ class LoadResult:
 
 
 class Load:
-    """Send GET requests at about `rate` per second until stopped, `seconds` pass, or `max_requests` are sent."""
+    """Send GET requests at about `rate` per second until stopped, `seconds` pass, or `max_requests` are sent.
+
+    ``rate=0``: unthrottled, each of ``workers`` connections sends its next request as soon as the last
+    one is answered (the site's saturation rate, as far as this client reaches it).
+    """
 
     def __init__(self, url, rate=200, seconds=120, max_requests=100_000, workers=None, cafile=None, host=None):
         parts = urlsplit(url)
@@ -62,6 +75,8 @@ class Load:
         self.max_requests = max_requests
         # Enough workers that a slow answer (a request in flight during a switch) does not lower the rate.
         self.workers = workers or max(8, rate // 5)
+        if not rate and not workers:
+            raise ValueError("an unthrottled load (rate=0) needs its number of workers")
         self.host_header = host
         self.context = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
         if self.context is not None and host:
@@ -98,7 +113,7 @@ class Load:
         with self._lock:
             r = self.result
             r.sent += 1
-            r.latencies.append(elapsed)
+            r.latencies.append((started - self._start, elapsed))
             if outcome is None:
                 r.ok += 1
                 r.versions[version] += 1
@@ -108,6 +123,8 @@ class Load:
                 r.timeline.append((started - self._start, outcome))
 
     def _worker(self, index):
+        if not self.rate:
+            return self._flat_out()
         interval = self.workers / self.rate
         next_at = self._start + index * interval / self.workers
         while not self._stop.is_set():
@@ -121,6 +138,17 @@ class Load:
                 time.sleep(next_at - now)
             next_at = max(next_at + interval, time.monotonic() - interval)
             self._one()
+
+    def _flat_out(self):
+        while not self._stop.is_set() and time.monotonic() - self._start <= self.seconds:
+            with self._lock:
+                if self.result.sent >= self.max_requests:
+                    return
+            self._one()
+
+    def elapsed(self):
+        """Seconds since the load started: the clock of ``timeline`` and ``latencies``."""
+        return time.monotonic() - self._start
 
     def __enter__(self):
         self._start = time.monotonic()

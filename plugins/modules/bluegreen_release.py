@@ -164,7 +164,9 @@ options:
     type: float
     default: 60
   health_interval:
-    description: Seconds between health probes (also the probe period of the O(verify_window)).
+    description:
+      - Seconds between health probes (also the probe period of the O(verify_window)).
+      - A new container's first probes come sooner (0.1 s, then doubling up to this) so a quick start is seen at once.
     type: float
     default: 1
   migrate_command:
@@ -421,6 +423,13 @@ idle_colour:
   description: The colour not serving.
   returned: state is status
   type: str
+settled:
+  description:
+    - In check mode, true when the answer is no change and a real run now would change nothing either
+      (the image is pinned by digest or O(pull=false), and no other run holds the lock).
+    - C(deploy.yml) skips the real run on prod when its plan is settled.
+  returned: state is present and check mode
+  type: bool
 switch_seconds:
   description: Time to write the upstream file, test the configuration and reload nginx.
   returned: when the proxy was switched

@@ -554,6 +554,7 @@ def test_health_timeout_fails_clearly_and_leaves_live_untouched(h, bg):
     h.engine.add_image("site:bad", "sha256:badbadbad0", "9.9", local=False, health=[503])
     upstream_before = h.upstream.read_text()
     blue_before = copy.deepcopy(h.engine.containers["app-blue"])
+    del h.clock.sleeps[:]
     with pytest.raises(bg.ReleaseFailure) as caught:
         h.deploy("site:bad", health_timeout=5, health_interval=1)
     message = str(caught.value)
@@ -565,7 +566,7 @@ def test_health_timeout_fails_clearly_and_leaves_live_untouched(h, bg):
     assert h.engine.containers["app-blue"] == blue_before
     assert "app-green" not in h.engine.containers  # failed idle container removed
     assert not [e for e in h.engine.events if e[0] == "exec" and e[2] == RELOAD][1:]
-    assert h.clock.sleeps and all(s == 1 for s in h.clock.sleeps)
+    assert h.clock.sleeps == [0.1, 0.2, 0.4, 0.8, 1, 1, 1, 1]  # quick first probes, then every second to 5 s
     entry = h.ledger()[-1]
     assert entry["outcome"] == "failed" and "did not become healthy" in entry["message"]
     assert caught.value.result["live_colour"] == "blue"
@@ -812,6 +813,36 @@ def test_check_mode_with_an_image_not_local_reports_a_change_without_pulling(h):
 def test_check_mode_same_image_is_no_change(h):
     h.deploy("site:1")
     assert h.manager(check_mode=True, image="site:1").run()["changed"] is False
+
+
+DIGEST_REF = "registry/site@sha256:" + "ab" * 32
+
+
+def test_a_plan_of_no_change_is_settled_only_for_a_digest_or_without_pull(h):
+    h.engine.add_image(DIGEST_REF, "sha256:3333333333cc", "3.0", local=False)
+    h.deploy(DIGEST_REF)
+    h.deploy("site:1")
+    h.deploy(DIGEST_REF)
+    assert h.manager(check_mode=True, image=DIGEST_REF).run()["settled"] is True
+    # A tag can move on the registry: only a real run's pull can tell.
+    h.deploy("site:1")
+    tag_plan = h.manager(check_mode=True, image="site:1").run()
+    assert tag_plan["changed"] is False and tag_plan["settled"] is False
+    assert h.manager(check_mode=True, image="site:1", pull=False).run()["settled"] is True
+
+
+def test_a_plan_is_not_settled_when_it_changes_or_another_run_holds_the_lock(h):
+    h.engine.add_image(DIGEST_REF, "sha256:3333333333cc", "3.0", local=False)
+    h.deploy(DIGEST_REF)
+    h.engine.add_image("site:2", "sha256:2222222222bb", "2.0")
+    changing = h.manager(check_mode=True, image="site:2").run()
+    assert changing["changed"] is True and changing["settled"] is False
+    (h.state_dir / "deploy.lock").write_text(
+        json.dumps({"who": "bob", "when": "2026-11-26T09:00:00Z", "what": "site:0", "pid": os.getpid()})
+    )
+    held = h.manager(check_mode=True, image=DIGEST_REF).run()
+    assert held["changed"] is False and held["settled"] is False
+    assert any("the change lock is held" in note for note in held["notes"])
 
 
 # --- rollback -------------------------------------------------------------------------------

@@ -62,6 +62,14 @@ def test_poll_until_ok_tries_until_ok_sleeping_between():
     assert slept == [0.5, 0.5]
 
 
+def test_poll_until_ok_starts_quick_then_doubles_up_to_the_interval():
+    slept = []
+    result = poll_until_ok(lambda: (False, "refused"), 10, 1, lambda: sum(slept), slept.append, first=0.1)
+    assert result[0] is False
+    assert slept[:5] == [0.1, 0.2, 0.4, 0.8, 1] and set(slept[4:]) == {1}
+    assert 10 <= sum(slept) < 11
+
+
 def test_poll_until_ok_gives_up_at_the_deadline_with_the_last_answer():
     ticks = iter([0, 1, 2, 3])
     result = poll_until_ok(lambda: (False, "refused"), 2, 1, lambda: next(ticks), lambda s: None)

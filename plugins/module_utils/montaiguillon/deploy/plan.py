@@ -281,6 +281,16 @@ def decide_present(state, image_id, config=None, live_health=None):
 # --- releases and the ledger ---------------------------------------------------
 
 
+def plan_is_settled(changed, ref, pull, lock_held):
+    """Whether a check-mode "no change" is final: a real run right now would change nothing either.
+
+    Not when a real run would pull first (a tag can move on the registry; a
+    digest cannot), nor when another run holds the lock (it may be changing
+    the live release). A playbook may then skip the real run.
+    """
+    return not changed and (not pull or "@sha256:" in ref) and not lock_held
+
+
 def short_id(image_id, length=8):
     """``sha256:3f2a9c1d...`` -> ``3f2a9c1d``."""
     if not image_id:

@@ -15,6 +15,7 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     decide_present,
     images_to_prune,
     make_release_id,
+    plan_is_settled,
     short_id,
 )
 from ansible.module_utils.montaiguillon.deploy.story import ReleaseFailure, StepFailed, went_live
@@ -103,6 +104,7 @@ class PresentRelease:
             "release": {},
             "pruned_images": [],
             "steps": [],
+            "settled": plan_is_settled(decision_changed, self.p["image"], self.p["pull"], bool(holder)),
             "diff": {"before": before, "after": after},
         }
 

@@ -70,16 +70,20 @@ class HttpProbe:
         return answer
 
 
-def poll_until_ok(check, timeout, interval, clock, sleep):
+def poll_until_ok(check, timeout, interval, clock, sleep, first=None):
     """Call ``check()`` (returns ``(ok, last_answer)``) until ok or ``timeout`` s: ``(ok, attempts, last)``.
 
-    At least one try; an exception from ``check`` ends the polling.
+    At least one try; an exception from ``check`` ends the polling. Waits ``interval`` s between
+    tries; with ``first``, the first wait is that long and each next one doubles up to ``interval``
+    (a container that is ready in 0.3 s is seen then, not a whole interval later).
     """
     deadline = clock() + timeout
     attempts = 0
+    wait = min(first, interval) if first else interval
     while True:
         attempts += 1
         ok, last = check()
         if ok or clock() >= deadline:
             return ok, attempts, last
-        sleep(interval)
+        sleep(wait)
+        wait = min(wait * 2, interval)

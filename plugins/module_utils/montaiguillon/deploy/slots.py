@@ -18,6 +18,8 @@ from ansible.module_utils.montaiguillon.deploy.volumes import volume_mounts
 
 STOP_TIMEOUT = 10
 DRAIN_SECONDS = 2.0
+# The new container's first health probes come quickly, then every health_interval (doubling).
+FIRST_HEALTH_WAIT = 0.1
 LOG_LINES = 20
 
 
@@ -154,7 +156,7 @@ class SlotOps:
             return self.probe_health(colour)
 
         ok, attempts, last = poll_until_ok(
-            running_then_probe, timeout, self.p["health_interval"], self.clock, self.sleep
+            running_then_probe, timeout, self.p["health_interval"], self.clock, self.sleep, first=FIRST_HEALTH_WAIT
         )
         if not ok:
             raise StepFailed(
