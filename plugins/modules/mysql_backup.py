@@ -132,10 +132,16 @@ options:
     default: false
   max_age_hours:
     description:
-      - With O(state=list), also judge whether a deploy may go on (RV(freshness)) - the newest good
-        C(scheduled) or C(manual) backup of O(database) is at most this many hours old (pre-deploy and
-        safety snapshots do not count).
+      - Also judge whether a deploy may go on (RV(freshness)) - the newest good C(scheduled) or
+        C(manual) backup of O(database) is at most this many hours old (pre-deploy and safety snapshots
+        do not count). With O(state=present) the judgement comes before the dump (see O(refuse_stale)).
     type: float
+  refuse_stale:
+    description:
+      - With O(state=present) and O(max_age_hours), take no backup when the judgement fails - RV(refused)
+        says why and nothing changes. A pre-deploy snapshot is then one call, not a list and a backup.
+    type: bool
+    default: false
 requirements:
   - zstd or gzip on the server; age when O(encrypt_recipient_file) is set
   - the database container has mariadb-dump or mysqldump, a client, sh, and a writable /tmp
@@ -246,13 +252,17 @@ backups:
     checksum_ok: {description: "With O(verify_checksums), whether the sha256 matches", type: bool}
 freshness:
   description: With O(max_age_hours), whether the backups are fresh enough to deploy.
-  returned: state is list and max_age_hours is set
+  returned: max_age_hours is set
   type: dict
   contains:
     ok: {description: The newest good scheduled or manual backup is young enough, type: bool}
     newest: {description: "Its id, or null when there is none", type: str}
     age_hours: {description: "Its age in hours (one decimal), or null", type: float}
     reason: {description: "The judgement in words, e.g. C(the newest good backup (ID) is 47.9 h old)", type: str}
+refused:
+  description: Why no backup was taken (RV(freshness)'s reason), with O(refuse_stale) and stale backups.
+  returned: state is present, refuse_stale is true and the backups are stale
+  type: str
 latest_good:
   description: Id of the newest complete backup (checksum verified too with O(verify_checksums)), or null.
   returned: state is list
@@ -297,6 +307,7 @@ def argument_spec():
         "change_lock_wait": {"type": "float", "default": 60},
         "verify_checksums": {"type": "bool", "default": False},
         "max_age_hours": {"type": "float"},
+        "refuse_stale": {"type": "bool", "default": False},
         **CONTAINER_ARGUMENT_SPEC,
     }
 
@@ -321,14 +332,21 @@ class BackupManager(ContainerModule):
             good = newest["id"] if newest else None
         answer = {"changed": False, "backups": result, "latest_good": good}
         if self.params["max_age_hours"] is not None:
-            answer["freshness"] = backup_freshness(
-                entries,
-                backup_dir=self.params["backup_dir"],
-                database=self.params["database"],
-                max_age_hours=self.params["max_age_hours"],
-                now=utcnow(),
-            )
+            answer["freshness"] = self.freshness(entries)
         return answer
+
+    def freshness(self, entries=None):
+        """backup_freshness of the backups in backup_dir against max_age_hours."""
+        params = self.params
+        if entries is None:
+            entries = list_backups(params["backup_dir"], params["database"])
+        return backup_freshness(
+            entries,
+            backup_dir=params["backup_dir"],
+            database=params["database"],
+            max_age_hours=params["max_age_hours"],
+            now=utcnow(),
+        )
 
     def plan(self):
         """Check mode: read-only probes, then what would be written and pruned."""
@@ -362,8 +380,19 @@ class BackupManager(ContainerModule):
         if not params["database"]:
             self.module.fail_json(msg="database is required with state=present")
         settings = BackupSettings.from_mapping(params)  # bad input fails before anything is done
+        judged = {}
+        if params["max_age_hours"] is not None:
+            judged["freshness"] = self.freshness()
+            if params["refuse_stale"] and not judged["freshness"]["ok"]:
+                return {
+                    "changed": False,
+                    "backup": {},
+                    "pruned": [],
+                    "refused": judged["freshness"]["reason"],
+                    **judged,
+                }
         if self.module.check_mode:
-            return self.plan()
+            return {**self.plan(), **judged}
         backup_dir = params["backup_dir"]
         try:
             os.makedirs(backup_dir, mode=0o700, exist_ok=True)
@@ -393,7 +422,7 @@ class BackupManager(ContainerModule):
                     who=f"mysql_backup ({params['kind']} {backup['id']})",
                     warn=self.module.warn,
                 )
-        return {"changed": True, "backup": backup, "pruned": pruned}
+        return {"changed": True, "backup": backup, "pruned": pruned, **judged}
 
 
 def main():

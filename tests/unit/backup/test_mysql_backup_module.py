@@ -113,6 +113,30 @@ def test_retention_defaults_apply_and_prune_happens_after_the_backup(mod, world,
     assert remaining == {result["backup"]["id"]}
 
 
+def files(world):
+    return sorted(n for n in os.listdir(world.backup_dir) if not n.startswith(".")) if world.backup_dir.exists() else []
+
+
+def test_a_snapshot_that_refuses_stale_backups_takes_nothing_and_says_why(mod, world, capsys):
+    args = base(world, kind="pre-deploy", max_age_hours=26, refuse_stale=True)
+    refused = run(mod, capsys, **args)
+    assert refused["changed"] is False and refused["backup"] == {}
+    assert "there is no good backup of app" in refused["refused"]
+    assert refused["freshness"]["ok"] is False
+    assert files(world) == [] and not any(c[0] == "mariadb-dump" for c in world.api.commands)
+
+    run(mod, capsys, **base(world, kind="scheduled"))
+    taken = run(mod, capsys, **args)
+    assert taken["changed"] is True and "refused" not in taken
+    assert taken["freshness"]["ok"] is True and taken["backup"]["kind"] == "pre-deploy"
+
+
+def test_a_forced_snapshot_is_taken_and_still_reports_the_stale_backups(mod, world, capsys):
+    forced = run(mod, capsys, **base(world, kind="pre-deploy", max_age_hours=26, refuse_stale=False))
+    assert forced["changed"] is True and os.path.exists(forced["backup"]["path"])
+    assert forced["freshness"]["ok"] is False and "refused" not in forced
+
+
 def test_failures_are_one_message_and_leave_nothing(mod, world, capsys):
     world.api.dump = b""
     result = run(mod, capsys, **base(world))
