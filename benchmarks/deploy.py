@@ -150,17 +150,17 @@ def main():
 
     how = f"{opts.rate} req/s" if opts.rate else f"an unthrottled load ({opts.connections} connections)"
     print(f"blue/green deploy under {how} ...", flush=True)
-    _, deploy_wall, ours, began = under_load(load, deploy, ref_b, opts.boot_delay)
+    _, deploy_wall, ours, began_deploy = under_load(load, deploy, ref_b, opts.boot_delay)
     entry = ledger_last()
     version_b, module_seconds = entry["version"], entry["duration_seconds"]
-    steady_p99, switch_p99 = around_the_switch(ours, version_b, began)
+    steady_p99, switch_p99 = around_the_switch(ours, version_b, began_deploy)
 
     print("naive re-create of the same release under the same load ...", flush=True)
     _, _, naive, _ = under_load(load, naive_recreate, live_container())
 
     _, nochange = timed(deploy, ref_b, opts.boot_delay)
     print("rollback under the same load ...", flush=True)
-    _, loaded_rollback, rolled, _ = under_load(load, ansible_playbook, "rollback.yml", "-l", "prod")
+    _, loaded_rollback, rolled, began_rollback = under_load(load, ansible_playbook, "rollback.yml", "-l", "prod")
     print("deploy of an image already on the server, then a rollback without load ...", flush=True)
     present_run, present_wall, seen, began = under_load(light, deploy, ref_b, opts.boot_delay)
     present_live = seen.first_answer(version_b, after=began) - began
@@ -200,7 +200,19 @@ def main():
         print(f"{name:<{width}}  {value:>18}  {target:<9} {met}".rstrip())
     if naive.failed:
         print(f"\nblue/green lost {ours.failed} requests where the naive re-create lost {naive.failed} (same load).")
-    return 0 if ours.failed == 0 and rolled.failed == 0 else 1
+    phases = (
+        ("blue/green deploy", ours, began_deploy),
+        ("rollback under the load", rolled, began_rollback),
+        ("deploy of an image already on the server (light load)", seen, began),
+    )
+    for what, result, start in phases:
+        window = result.failure_window()
+        if window:
+            print(
+                f"{what}: failed {dict(result.failures)} from {window[0] - start:+.2f} s to {window[1] - start:+.2f} s "
+                "after it began"
+            )
+    return 0 if ours.failed == 0 and rolled.failed == 0 and seen.failed == 0 else 1
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ class LoadResult:
         taken = sorted(took for t, took in self.latencies if start <= t < end)
         return taken[min(len(taken) - 1, int(len(taken) * 0.99))] if taken else None
 
+    def failure_window(self):
+        """(first, last) start time (s since the load began) of the failed requests; None without failures."""
+        times = [t for t, v in self.timeline if v is None or str(v).startswith(("error", "HTTP"))]
+        return (min(times), max(times)) if times else None
+
     def summary(self):
         return (
             f"{self.sent} requests in {self.seconds:.1f} s ({self.rate:.0f}/s), {self.failed} failed "

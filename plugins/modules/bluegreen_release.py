@@ -40,6 +40,10 @@ description:
     O(migrate_command) is set, run in a one-off container of the B(new) image with the B(new) O(env), on the
     same networks, removed afterwards; the live release keeps serving during them, so they must be backward
     compatible."
+  - "The idle colour's old container (the release before the live one) is not waited for: it is moved aside
+    (restart policy off, renamed C({name}-{colour}-retired-{id}), sent its stop signal) so that the new
+    container takes its name at once, and removed, with a 10 s stop timeout, when the deploy or rollback ends,
+    whatever its outcome; so are any such containers a run that died left behind."
   - "The module probes the app directly over HTTP at the container's address on the first network of
     O(networks) (the server can reach its bridge networks), with short timeouts."
   - "B(State): the containers' labels (C(montaiguillon.app), C(.colour), C(.release), C(.image),

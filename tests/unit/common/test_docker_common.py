@@ -217,6 +217,44 @@ def test_remove_container_stops_running_ones_first():
     assert DockerEngine(client).remove_container("app-green") is False
 
 
+def test_retire_container_turns_restart_off_renames_and_signals_without_waiting():
+    client = mock.Mock()
+    container = client.containers.get.return_value
+    container.attrs = {"State": {"Running": True}, "Config": {"StopSignal": "SIGQUIT"}}
+    assert DockerEngine(client).retire_container("app-blue", "app-blue-retired-abc") is True
+    assert container.method_calls == [
+        mock.call.update(restart_policy={"Name": "no"}),  # before the rename: a dockerd restart must not revive it
+        mock.call.rename("app-blue-retired-abc"),
+        mock.call.kill(signal="SIGQUIT"),  # the image's own stop signal; SIGTERM when it names none
+    ]
+    container.stop.assert_not_called()
+
+
+def test_retire_container_that_exits_meanwhile_or_is_gone_is_not_an_error():
+    client = mock.Mock()
+    container = client.containers.get.return_value
+    container.attrs = {"State": {"Running": True}, "Config": {}}
+    container.kill.side_effect = api_error("Container abc is not running", 409)
+    assert DockerEngine(client).retire_container("app-blue", "app-blue-retired-abc") is True
+    container.rename.side_effect = api_error("Conflict. The container name is already in use", 409)
+    with pytest.raises(DockerError, match="cannot move container app-blue aside: Conflict"):
+        DockerEngine(client).retire_container("app-blue", "app-blue-retired-abc")
+    client.containers.get.side_effect = NotFound("none")
+    assert DockerEngine(client).retire_container("app-blue", "app-blue-retired-abc") is False
+
+
+def test_container_names_by_label():
+    client = mock.Mock()
+    client.containers.list.return_value = [mock.Mock(), mock.Mock()]
+    client.containers.list.return_value[0].name = "app-blue"
+    client.containers.list.return_value[1].name = "app-green-retired-abc"
+    assert DockerEngine(client).container_names("montaiguillon.app=app") == ["app-blue", "app-green-retired-abc"]
+    client.containers.list.assert_called_once_with(all=True, filters={"label": "montaiguillon.app=app"})
+    client.containers.list.side_effect = DockerException("daemon gone")
+    with pytest.raises(DockerError, match=r"cannot list the containers labelled montaiguillon\.app=app: daemon gone"):
+        DockerEngine(client).container_names("montaiguillon.app=app")
+
+
 def test_container_ip_on_a_network():
     client = mock.Mock()
     client.containers.get.return_value.attrs = {

@@ -16,7 +16,13 @@ import pytest
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
 from ansible.module_utils.montaiguillon.common.files import read_text
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
-from ansible.module_utils.montaiguillon.deploy.plan import LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_RELEASE, parse_upstream
+from ansible.module_utils.montaiguillon.deploy.plan import (
+    LABEL_APP,
+    LABEL_IMAGE,
+    LABEL_IMAGE_ID,
+    LABEL_RELEASE,
+    parse_upstream,
+)
 from ansible.module_utils.montaiguillon.deploy.probe import ProbeError
 from ansible.module_utils.montaiguillon.deploy.proxy import TEST_AND_RELOAD_SCRIPT, TEST_REFUSED, Proxy
 
@@ -136,6 +142,22 @@ class FakeEngine:
         self._ips.pop(name, None)
         return self.containers.pop(name, None) is not None
 
+    def retire_container(self, name, new_name):
+        """Renamed aside and told to stop: it stops answering at once (the new one takes the name)."""
+        self.events.append(("retire", name, new_name))
+        container = self.containers.pop(name, None)
+        if container is None:
+            return False
+        self._ips.pop(name, None)
+        container["Name"] = f"/{new_name}"
+        container["State"] = {"Running": False, "Status": "exited", "ExitCode": 0}
+        self.containers[new_name] = container
+        return True
+
+    def container_names(self, label):
+        key, value = label.split("=", 1)
+        return [name for name, c in self.containers.items() if c["Config"]["Labels"].get(key) == value]
+
     def start_container(
         self, name, image, environment, networks, labels, restart_policy="unless-stopped", options=None
     ):
@@ -146,6 +168,7 @@ class FakeEngine:
         exits = behaviour.get("exits")
         self.containers[name] = {
             "Name": f"/{name}",
+            "Id": f"{len(self.events):064x}",
             "Image": image_attrs["Id"],
             "State": {"Running": not exits, "Status": "exited" if exits else "running", "ExitCode": 1 if exits else 0},
             "Config": {"Labels": dict(labels), "Env": [f"{k}={v}" for k, v in environment.items()]},
@@ -450,11 +473,44 @@ def test_third_deploy_replaces_the_old_idle_colour(h):
     h.engine.add_image("site:3", "sha256:3333333333cc", "3.0", local=False)
     h.deploy("site:1")
     h.deploy("site:2")
+    old_id = h.engine.containers["app-blue"]["Id"]
+    h.engine.events.clear()
     result = h.deploy("site:3")
     assert result["live_colour"] == "blue"
-    assert ("remove", "app-blue") in h.engine.events
     assert h.engine.containers["app-blue"]["Image"] == "sha256:3333333333cc"
     assert h.engine.containers["app-green"]["Image"] == "sha256:2222222222bb"
+    # The old blue is moved aside (not waited for) before the new one takes its name, and removed only
+    # once the new release is live: no stop on the way to the switch.
+    aside = f"app-blue-retired-{old_id[:12]}"
+    kinds = [e[:2] if e[0] != "exec" else ("exec",) for e in h.engine.events]
+    assert kinds.index(("retire", "app-blue")) < kinds.index(("start", "app-blue")) < kinds.index(("exec",))
+    assert h.engine.events[-1] == ("remove", aside)
+    assert ("remove", "app-blue") not in h.engine.events
+    assert step_names(result)[-2:] == ["retire", "unlock"]
+    assert result["steps"][-2]["detail"] == f"removed {aside}"
+    assert sorted(h.engine.containers) == ["app-blue", "app-green", "proxy"]
+
+
+def test_a_container_moved_aside_by_a_run_that_died_is_removed_by_the_next(h):
+    h.deploy("site:1")
+    h.deploy("site:2")
+    h.engine.retire_container("app-blue", "app-blue-retired-0123456789ab")  # the run died after this
+    h.engine.containers["unrelated-retired-0123456789ab"] = {"Config": {"Labels": {LABEL_APP: "app"}}}
+    result = h.deploy("site:2")  # nothing to deploy, but the lock's holder tidies up
+    assert result["changed"] is False
+    assert ("remove", "app-blue-retired-0123456789ab") in h.engine.events
+    assert sorted(h.engine.containers) == ["app-green", "proxy", "unrelated-retired-0123456789ab"]
+
+
+def test_a_failed_deploy_still_removes_the_old_container_it_moved_aside(h, bg):
+    h.engine.add_image("site:3", "sha256:3333333333cc", "3.0", local=False, health=[503])
+    h.deploy("site:1")
+    h.deploy("site:2")
+    with pytest.raises(bg.ReleaseFailure) as failure:
+        h.deploy("site:3")
+    assert step_names(failure.value.result)[-2:] == ["retire", "unlock"]
+    assert sorted(h.engine.containers) == ["app-green", "proxy"]
+    assert h.live_colour() == "green"
 
 
 def test_retention_prunes_old_images_but_never_live_or_previous(h):

@@ -7,18 +7,18 @@ import subprocess
 import pytest
 from ansible.module_utils.montaiguillon.deploy.plan import parse_upstream
 from ansible.module_utils.montaiguillon.deploy.proxy import (
-    NGINX_WORKERS_SCRIPT,
     RELOAD_FAILED,
+    RELOAD_SLOW,
     TEST_AND_RELOAD_SCRIPT,
     TEST_REFUSED,
     Proxy,
     ProxyError,
+    switch_script,
 )
 
 
 class Engine:
-    """The proxy container: ``switch`` answers the test-and-reload script (by default it passes and lists
-    workers 7 and 8), the worker list then shows new workers (9)."""
+    """The proxy container: ``switch`` answers the test-and-reload script (by default it passes)."""
 
     def __init__(self, answers=None, running=True):
         self.answers = answers or {}
@@ -28,9 +28,7 @@ class Engine:
     def exec(self, container, command):
         self.calls.append((container, command))
         if command == ["sh", "-c", TEST_AND_RELOAD_SCRIPT]:
-            return self.answers.get("switch", (0, "7\n8\n2026/12/04 [notice] 1#1: signal process started\n"))
-        if command == ["sh", "-c", NGINX_WORKERS_SCRIPT]:
-            return 0, "9\n"
+            return self.answers.get("switch", (0, "2026/12/04 [notice] 1#1: signal process started\n"))
         return self.answers.get(command[1], (0, ""))
 
     def inspect_container(self, name):
@@ -59,8 +57,16 @@ def test_point_at_writes_the_upstream_then_tests_and_reloads(tmp_path):
     proxy, _ = make(tmp_path, engine)
     proxy.point_at("app", "app-green", 8000, "live: green")
     assert parse_upstream((tmp_path / "app-upstream.conf").read_text(), "app") == "green"
-    # One exec tests and reloads; then the workers are listed until none of the old ones (7, 8) accepts.
-    assert [c[1] for c in engine.calls] == [["sh", "-c", TEST_AND_RELOAD_SCRIPT], ["sh", "-c", NGINX_WORKERS_SCRIPT]]
+    # One exec tests, reloads and waits for the old workers (each exec is a round trip through dockerd).
+    assert [c[1] for c in engine.calls] == [["sh", "-c", TEST_AND_RELOAD_SCRIPT]]
+
+
+def test_old_workers_still_accepting_after_the_wait_are_a_warning_not_a_failure(tmp_path):
+    proxy, warnings = make(tmp_path, Engine({"switch": (RELOAD_SLOW, "old workers still accept connections: 7")}))
+    proxy.point_at("app", "app-green", 8000, "live: green")
+    assert parse_upstream((tmp_path / "app-upstream.conf").read_text(), "app") == "green"
+    assert warnings == ["nginx in proxy still had old workers accepting connections 5 s after the reload "
+                        "(old workers still accept connections: 7)"]  # fmt: skip
 
 
 def test_a_refused_upstream_puts_the_previous_file_back_and_says_why(tmp_path):
@@ -113,18 +119,36 @@ def test_check_names_a_missing_proxy_and_a_missing_conf_dir(tmp_path):
         proxy.check()
 
 
-def fake_nginx(tmp_path, test_exit, reload_exit):
-    """An ``nginx`` on PATH that answers ``-t`` and ``-s reload`` with the given exit codes and logs its calls."""
+def fake_nginx(tmp_path, test_exit, reload_exit, on_reload=""):
+    """An ``nginx`` on PATH that answers ``-t`` and ``-s reload`` with the given exit codes and logs its calls;
+    ``on_reload``: shell run in the background by the reload (what the master then does to its workers)."""
     binary = tmp_path / "bin/nginx"
     binary.parent.mkdir()
     binary.write_text(
         "#!/bin/sh\n"
         f'echo "$*" >> {tmp_path}/calls\n'
         f'if [ "$1" = -t ]; then echo "nginx: test says $1"; exit {test_exit}; fi\n'
+        f"( {on_reload or ':'} ) >/dev/null 2>&1 &\n"
         f"echo 'signal process started' >&2; exit {reload_exit}\n"
     )
     binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
     return {**os.environ, "PATH": f"{binary.parent}:{os.environ['PATH']}"}
+
+
+def fake_proc(tmp_path, processes):
+    """A /proc with one ``<pid>/cmdline`` per process, as nginx leaves it: its title over the arguments' space,
+    NUL-padded; and a shell whose arguments are NUL-separated."""
+    processes = {**processes, 99: "sh\0-c\0nginx: worker process"}
+    for pid, title in processes.items():
+        (tmp_path / "proc" / str(pid)).mkdir(parents=True)
+        (tmp_path / "proc" / str(pid) / "cmdline").write_bytes(title.encode() + b"\0" * 8)
+    return str(tmp_path / "proc")
+
+
+def retitle(tmp_path, pid, title):
+    """Shell giving process ``pid`` of the fake /proc a new title (nginx retitles its workers)."""
+    path = tmp_path / "proc" / str(pid)
+    return f"mkdir -p {path}; printf '{title}\\0' > {path}/cmdline"
 
 
 @pytest.mark.parametrize(
@@ -134,8 +158,38 @@ def fake_nginx(tmp_path, test_exit, reload_exit):
 )
 def test_the_script_tests_before_it_reloads_and_says_which_failed(tmp_path, test_exit, reload_exit, expected, calls):
     env = fake_nginx(tmp_path, test_exit, reload_exit)
-    run = subprocess.run(["sh", "-c", TEST_AND_RELOAD_SCRIPT], env=env, capture_output=True, text=True, check=False)
+    script = switch_script(proc=fake_proc(tmp_path, {1: "nginx: master process nginx"}))
+    run = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=False)
     assert run.returncode == expected
     assert (tmp_path / "calls").read_text().splitlines() == calls  # never a reload after a refused test
     if expected == TEST_REFUSED:
         assert "nginx: test says -t" in run.stdout  # the refusal's words, for the error message
+
+
+def test_the_script_returns_only_once_no_old_worker_accepts_connections(tmp_path):
+    worker = "nginx: worker process"
+    proc = fake_proc(tmp_path, {1: "nginx: master process nginx", 7: worker, 8: worker})
+    # After the reload the master starts worker 9 at once, then retitles 7 and 8 one after the other.
+    master = "; ".join(
+        [
+            retitle(tmp_path, 9, "nginx: worker process"),
+            "sleep 0.2",
+            retitle(tmp_path, 7, "nginx: worker process is shutting down"),
+            "sleep 0.2",
+            retitle(tmp_path, 8, "nginx: worker process is shutting down"),
+        ]
+    )
+    env = fake_nginx(tmp_path, 0, 0, on_reload=master)
+    run = subprocess.run(["sh", "-c", switch_script(proc=proc)], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout
+    # Had it returned with worker 9 up but 7 or 8 still accepting, a new connection could reach the old colour.
+    assert (tmp_path / "proc/8/cmdline").read_bytes() == b"nginx: worker process is shutting down\0"
+
+
+def test_the_script_gives_up_waiting_naming_the_old_workers_still_accepting(tmp_path):
+    proc = fake_proc(tmp_path, {7: "nginx: worker process", 8: "nginx: worker process"})
+    env = fake_nginx(tmp_path, 0, 0, on_reload=retitle(tmp_path, 8, "nginx: worker process is shutting down"))
+    script = switch_script(proc=proc, timeout=0.3, poll=0.02)
+    run = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == RELOAD_SLOW
+    assert run.stdout.splitlines()[-1] == "old workers still accept connections: 7"

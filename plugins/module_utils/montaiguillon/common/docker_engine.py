@@ -219,6 +219,34 @@ class DockerEngine:
             raise DockerError(f"cannot remove container {name}: {_explain(exc)}") from exc
         return True
 
+    def retire_container(self, name, new_name):
+        """Move ``name`` out of the way at once: restart policy off (a dockerd restart must not revive it),
+        renamed ``new_name``, sent its stop signal without waiting for it to exit. False if absent."""
+        container = container_by_name(self.client, name)
+        if container is None:
+            return False
+        try:
+            container.update(restart_policy={"Name": "no"})
+            container.rename(new_name)
+            if (container.attrs.get("State") or {}).get("Running"):
+                signal = (container.attrs.get("Config") or {}).get("StopSignal") or "SIGTERM"
+                container.kill(signal=signal)
+        except NotFound:
+            return False
+        except APIError as exc:
+            if "is not running" not in _explain(exc):  # it exited between the inspect and the signal
+                raise DockerError(f"cannot move container {name} aside: {_explain(exc)}") from exc
+        except DockerException as exc:
+            raise DockerError(f"cannot move container {name} aside: {_explain(exc)}") from exc
+        return True
+
+    def container_names(self, label):
+        """Names of the containers (running or not) carrying ``label`` ("key=value")."""
+        try:
+            return [container.name for container in self.client.containers.list(all=True, filters={"label": label})]
+        except DockerException as exc:
+            raise DockerError(f"cannot list the containers labelled {label}: {_explain(exc)}") from exc
+
     def _create(self, name, image, command, environment, networks, labels, restart_policy=None, options=None):
         """Create a container attached to every network in ``networks`` (not started).
 

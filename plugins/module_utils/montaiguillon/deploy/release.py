@@ -7,12 +7,13 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
 )
 from ansible.module_utils.montaiguillon.deploy.present import PresentRelease
 from ansible.module_utils.montaiguillon.deploy.release_base import ReleaseBase
+from ansible.module_utils.montaiguillon.deploy.retire import Retirement
 from ansible.module_utils.montaiguillon.deploy.rollback import RollbackRelease
 from ansible.module_utils.montaiguillon.deploy.slots import SlotOps
 from ansible.module_utils.montaiguillon.deploy.story import StepFailed
 
 
-class BlueGreenRelease(PresentRelease, RollbackRelease, SlotOps, ReleaseBase):
+class BlueGreenRelease(PresentRelease, RollbackRelease, SlotOps, Retirement, ReleaseBase):
     """Reads the state, decides, acts (outside check mode) and tells the story in ``steps``."""
 
     # --- state: status ------------------------------------------------------------------

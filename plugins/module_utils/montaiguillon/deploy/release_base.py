@@ -226,11 +226,13 @@ class ReleaseBase:
         return lock
 
     def locked(self, what, body):
-        """Run ``body()`` holding the lock; the lock is released whatever happens."""
+        """Run ``body()`` holding the lock; whatever happens, the old containers it moved aside are removed
+        (``Retirement``), then the lock is released."""
         lock = self.take_lock(what)
         try:
             return body()
         finally:
+            self.remove_retired()
             with self.step("unlock") as step:
                 lock.release()
                 step.detail = f"released {lock.path}"

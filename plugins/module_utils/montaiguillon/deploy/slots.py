@@ -110,8 +110,9 @@ class SlotOps:
     # --- container lifecycle ------------------------------------------------------
 
     def start_colour(self, colour, image_id, image_ref, release_id, revision, declared_version):
+        """Start the new container of ``colour``; the old one there is moved aside, not waited for (retire.py)."""
         name = self.cname(colour)
-        self.engine.remove_container(name, stop_timeout=STOP_TIMEOUT)
+        self.retire(colour)
         labels = container_labels(
             self.name, colour, release_id, image_ref, image_id, revision, declared_version, self.config_for(image_id)
         )
