@@ -72,7 +72,8 @@ def live_container():
 
 
 def naive_recreate(name):
-    """What a hand-made deploy does: stop and remove the container, start it again with the same settings."""
+    """What a hand-made deploy does: stop and remove the container, start it again with the same settings,
+    reload the proxy."""
     info = json.loads(on_server(SERVER, "docker", "inspect", name).stdout)[0]
     networks = list(info["NetworkSettings"]["Networks"])
     args = ["docker", "create", "--name", name, "--network", networks[0], "--restart", "unless-stopped"]
@@ -91,8 +92,11 @@ def naive_recreate(name):
     while time.monotonic() < deadline:  # wait until it serves again (as the person doing it would)
         probe = on_server(SERVER, "docker", "inspect", "-f", "{{.State.Health.Status}}", name, check=False)
         if probe.stdout.strip() == "healthy":
-            return
+            break
         time.sleep(0.5)
+    # nginx resolved the name at its last reload: the new container may have another address (504s
+    # until a reload), which the person would see and fix; the next phases start from a served site.
+    on_server(SERVER, "docker", "exec", "proxy", "nginx", "-s", "reload")
 
 
 def same_confinement(info):

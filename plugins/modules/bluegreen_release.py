@@ -74,9 +74,11 @@ attributes:
     support: full
     description:
       - Deploying the image the live colour already runs (same local image id, running, routed by the proxy,
-        answering its health check) with the same configuration, or rolling back to the release already live,
-        changes nothing and writes no ledger entry. A live release that no longer answers its health check is
-        replaced by a fresh container of the same image on the other colour.
+        answering its health check, served through the proxy) with the same configuration, or rolling back to
+        the release already live, changes nothing and writes no ledger entry. A live release that no longer
+        answers its health check, or that the proxy no longer reaches (a container re-created by hand gets
+        another address, which nginx learns only at its next reload), is replaced by a fresh container of the
+        same image on the other colour.
       - A release is the image and its configuration. A changed O(env) or O(secret_env) value, O(port),
         O(networks) or O(confinement) with the same image is a new blue/green release (the new colour starts
         with the new configuration, then takes the traffic), so a rotated password reaches the site without

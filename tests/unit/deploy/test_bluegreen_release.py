@@ -64,6 +64,9 @@ class FakeEngine:
         self.create_options = {}
         self.images_user = None
         self.removed_images = []
+        # True: nginx still sends the live slot's traffic to an address it resolved before the container
+        # was re-created (504) until its next reload.
+        self.stale_route = False
         self._ips = {}
         self._next_ip = 10
         self.containers["proxy"] = {
@@ -131,6 +134,8 @@ class FakeEngine:
             raise DockerError(f"container {name} is not running")
         if command == ["sh", "-c", TEST_AND_RELOAD_SCRIPT]:  # nginx -t, then (when it passes) the reload
             code, output = self.nginx_test
+            if code == 0:
+                self.stale_route = False  # a reload resolves the slots' names again
             return (0, "") if code == 0 else (TEST_REFUSED, output)
         return 0, ""
 
@@ -241,6 +246,8 @@ class FakeProbe:
             container = self.engine.containers.get(name)
             if container is None or not container["State"]["Running"]:
                 return Answer(502, {}, "Bad Gateway")
+            if self.engine.stale_route:
+                return Answer(504, {"x-montaiguillon-slot": colour}, "Gateway Time-out")
             answer = self.app_answer(name, container, "/" if container["behaviour"].get("no_version") else "/version")
             # nginx stamps every answer with the colour its slot file names (roles/proxy site.conf).
             slot = re.search(r'default "(\w+)"', read_text(self.upstream_path.replace("-upstream", "-slot")) or "")
@@ -412,6 +419,17 @@ def test_same_image_again_replaces_a_live_release_that_stopped_answering(h):
     assert "fails its health check (HTTP 500" in plan
     assert h.live_colour() == "green"
     assert h.ledger()[-1]["outcome"] == "success"
+
+
+def test_same_image_again_replaces_a_live_release_the_proxy_no_longer_reaches(h):
+    h.deploy("site:1")
+    h.engine.stale_route = True  # app-blue re-created by hand: healthy, but nginx has its old address
+    assert h.manager(check_mode=True, image="site:1").run()["changed"] is True
+    result = h.deploy("site:1")
+    plan = result["steps"][step_names(result).index("plan")]["detail"]
+    assert "fails its health check (the proxy does not serve it: HTTP 504" in plan
+    assert (result["changed"], h.live_colour()) == (True, "green")
+    assert h.deploy("site:1")["changed"] is False  # served again after the switch's reload
 
 
 def test_check_mode_reports_a_broken_live_release_as_a_change(h):

@@ -250,9 +250,10 @@ def decide_present(state, image_id, config=None, live_health=None):
     """Is a deploy of ``image_id`` needed? Same image and configuration, running, healthy and routed: no.
 
     ``config``: the digest of the asked configuration (fingerprint.config_digest); None ignores it.
-    ``live_health``: a callable giving ``(ok, description)`` of one health probe of the live
-    container, asked only when everything else matches: a live release that stopped answering is
-    replaced by a fresh one of the same image instead of being reported as fine.
+    ``live_health``: a callable giving ``(ok, description)`` of the live container's health and the
+    proxy's answer, asked only when everything else matches: a live release that stopped answering, or
+    that the proxy no longer reaches, is replaced by a fresh one of the same image (whose switch reloads
+    the proxy) instead of being reported as fine.
     """
     live = state.live
     if state.live_colour is None:

@@ -76,7 +76,7 @@ class PresentRelease:
             decision_changed = True
             reason = f"{self.p['image']} is not on the server; a real run would pull it and deploy it"
         else:
-            live_health = (lambda: self.probe_health(state.live_colour)) if state.live_colour else None
+            live_health = (lambda: self.probe_serving(state.live_colour)) if state.live_colour else None
             decision = decide_present(state, image["Id"], self.config_for(image["Id"]), live_health)
             decision_changed, reason = decision.changed, decision.reason
             if self.p["pull"]:
@@ -169,7 +169,7 @@ class PresentRelease:
         run.image = self.resolve_image()
         run.image_id = run.image["Id"]
         with self.step("plan") as step:
-            live_health = (lambda: self.probe_health(state.live_colour)) if state.live_colour else None
+            live_health = (lambda: self.probe_serving(state.live_colour)) if state.live_colour else None
             decision = decide_present(state, run.image_id, self.config_for(run.image_id), live_health)
             step.detail = decision.reason
             if decision.changed:

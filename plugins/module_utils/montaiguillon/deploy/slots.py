@@ -58,6 +58,19 @@ class SlotOps:
             return False, f"HTTP {answer.status} from slot {served!r} ({SLOT_HEADER}), waiting for {colour!r}"
         return True, f"HTTP {answer.status}, {SLOT_HEADER} {served}"
 
+    def probe_serving(self, colour):
+        """(ok, description): the colour's container answers its health check, and the proxy serves it.
+
+        A container healthy on its own address is not enough for "nothing to do": nginx resolved the
+        container's name at its last reload, and a container re-created since (by hand, or after a
+        crash) may have another address, which the proxy does not reach until the next switch.
+        """
+        ok, detail = self.probe_health(colour)
+        if not ok:
+            return False, detail
+        ok, detail = self.probe_proxy(colour)
+        return ok, (detail if ok else f"the proxy does not serve it: {detail}")
+
     def read_version(self, colour):
         """(version, revision) that a colour's container reports on /version."""
         try:
