@@ -136,7 +136,7 @@ def page_for(module, engine):
     if p["app_timeout"] < 0:
         module.fail_json(msg=f"app_timeout must be >= 0 seconds, not {p['app_timeout']}")
     upstream = os.path.join(p["proxy_conf_dir"], f"{p['name']}-upstream.conf")
-    proxy = Proxy(engine, p["proxy_container"], p["proxy_conf_dir"], upstream, time.monotonic, time.sleep, module.warn)
+    proxy = Proxy(engine, p["proxy_container"], p["proxy_conf_dir"], upstream, time.monotonic, module.warn)
     return MaintenancePage(
         engine, proxy, HttpProbe(), p["name"], p["network"], p["health_path"], time.monotonic, time.sleep
     )

@@ -51,9 +51,7 @@ def site(tmp_path):
             (conf / "app-upstream.conf").write_text(render_upstream("montaiguillon_app", f"app-{live}", 8000, "live"))
         clock = [0.0]
         engine, probe = engine or Engine(), probe or Probe()
-        proxy = Proxy(
-            engine, "proxy", str(conf), str(conf / "app-upstream.conf"), lambda: clock[0], lambda s: None, print
-        )
+        proxy = Proxy(engine, "proxy", str(conf), str(conf / "app-upstream.conf"), lambda: clock[0], print)
 
         def sleep(seconds):
             clock[0] += seconds

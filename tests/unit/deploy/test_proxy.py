@@ -46,7 +46,6 @@ def make(tmp_path, engine):
         str(tmp_path),
         str(tmp_path / "app-upstream.conf"),
         lambda: next(ticks),
-        lambda s: None,
         warnings.append,
     )
     return proxy, warnings

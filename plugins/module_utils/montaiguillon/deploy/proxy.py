@@ -85,7 +85,6 @@ class Proxy:
     conf_dir: str
     upstream_path: str
     clock: Callable[[], float]
-    sleep: Callable[[float], None]
     warn: Callable[[str], None]
     slot_path: str | None = None
 

@@ -53,7 +53,6 @@ class ReleaseBase:
             params["proxy_conf_dir"],
             self.upstream_path,
             self.clock,
-            self.sleep,
             self.warn,
             slot_path=os.path.join(params["proxy_conf_dir"], slot_file_name(self.name)),
         )
