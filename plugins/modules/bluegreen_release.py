@@ -143,6 +143,34 @@ options:
         are refused, and so are system directories."
     type: dict
     default: {}
+  topology:
+    description:
+      - "C(single): the blue/green pair on this server's engine (everything above). C(swarm): the app is a
+        Docker Swarm service of O(replicas) tasks named O(name), and the module runs on a swarm manager (the
+        entry node, with the proxy, the lock and the ledger). Swarm rolls a release out one task at a time,
+        C(order: start-first), counting a new task only once its health check passes (the image's
+        C(HEALTHCHECK) polled every O(health_interval) s, or O(healthcheck_command)), and rolls back by itself
+        when a task fails during the rollout or its O(verify_window) s monitor. The service uses
+        C(endpoint_mode: dnsrr): the proxy resolves O(name) to the running tasks (no VIP). The image is
+        deployed by its registry digest so every node runs the same bits; O(secret_files) become Docker
+        secrets (one per release, mounted at C(/run/secrets/NAME)); O(secret_env) and O(volumes) are refused.
+        Migrations run in a one-off container on the manager, on O(networks), before the rollout. A rollback
+        rolls out an earlier release of the ledger. See docs/scale.md."
+    type: str
+    choices: [single, swarm]
+    default: single
+  replicas:
+    description:
+      - With O(topology=swarm), the number of tasks of the service (at least 1).
+    type: int
+    default: 2
+  healthcheck_command:
+    description:
+      - "With O(topology=swarm), the health check command run in each task (exec form, for example
+        C([python3, -m, app, healthcheck])) instead of the image's C(HEALTHCHECK). An image with neither is
+        refused: Swarm could not gate the rollout."
+    type: list
+    elements: str
   migrate_secret_env:
     description:
       - Secrets only the one-off migration gets (the migrations account's password), never the serving slots.
@@ -485,6 +513,9 @@ from ansible.module_utils.montaiguillon.deploy.plan import ReleaseError, validat
 from ansible.module_utils.montaiguillon.deploy.release import BlueGreenRelease
 from ansible.module_utils.montaiguillon.deploy.secret_files import name_errors
 from ansible.module_utils.montaiguillon.deploy.story import ReleaseFailure
+from ansible.module_utils.montaiguillon.deploy.swarm_engine import SwarmEngine
+from ansible.module_utils.montaiguillon.deploy.swarm_release import SwarmRelease
+from ansible.module_utils.montaiguillon.deploy.swarm_spec import swarm_errors
 from ansible.module_utils.montaiguillon.deploy.volumes import volume_errors
 
 
@@ -535,6 +566,9 @@ def argument_spec():
         "files_owner": {"type": "str"},
         "migrate_secret_env": {"type": "dict", "default": {}, "no_log": True},
         "volumes": {"type": "dict", "default": {}},
+        "topology": {"type": "str", "default": "single", "choices": ["single", "swarm"]},
+        "replicas": {"type": "int", "default": 2},
+        "healthcheck_command": {"type": "list", "elements": "str"},
     }
 
 
@@ -549,14 +583,19 @@ def main():
         + Confinement.from_params(module.params).errors()
         + name_errors(module.params.get("secret_files"))
         + volume_errors(module.params.get("volumes"))
+        + swarm_errors(module.params)
     )
     if errors:
         module.fail_json(msg="; ".join(errors))
     try:
-        engine = DockerEngine(get_client(module.params.get("docker_host")))
+        client = get_client(module.params.get("docker_host"))
     except DockerError as exc:
         module.fail_json(msg=str(exc))
-    manager = BlueGreenRelease(module.params, engine, check_mode=module.check_mode, warn=module.warn)
+    engine, options = DockerEngine(client), {"check_mode": module.check_mode, "warn": module.warn}
+    if module.params["topology"] == "swarm":
+        manager = SwarmRelease(module.params, engine, SwarmEngine(client), **options)
+    else:
+        manager = BlueGreenRelease(module.params, engine, **options)
     try:
         result = manager.run()
     except ReleaseFailure as failure:
