@@ -10,8 +10,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
+# TOPOLOGY=swarm: the lab's site.com as a three-node Docker Swarm (one manager,
+# two workers: inventories/lab/swarm.yml, docs/scale.md), for every target.
+TOPOLOGY ?= single
+ifeq ($(TOPOLOGY),swarm)
+export ANSIBLE_INVENTORY := $(CURDIR)/inventories/lab/hosts.yml,$(CURDIR)/inventories/lab/swarm.yml
+else ifneq ($(TOPOLOGY),single)
+$(error TOPOLOGY is single or swarm, not '$(TOPOLOGY)')
+endif
 
-.PHONY: status pipeline-proof alert-rules lint-files lint-plugins help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
+.PHONY: e2e-swarm status pipeline-proof alert-rules lint-files lint-plugins help setup engine images release lab lab-up lab-down lab-purge provision site test lint sanity unit molecule e2e bench clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -88,6 +96,10 @@ molecule: images lab-up ## Every role's Molecule scenario
 e2e: lab-up ## Lab tests: the lab from nothing and provisioning first, then deploys and backups under load
 	pytest tests/e2e/test_lab_smoke.py -m lab -p no:cacheprovider --durations=10
 	pytest tests/e2e -m lab -p no:cacheprovider --ignore=tests/e2e/test_lab_smoke.py --durations=25
+
+e2e-swarm: ## On a lab brought up with TOPOLOGY=swarm: deploys, rollback and lost workers under load
+	@$(MAKE) --no-print-directory lab-up TOPOLOGY=swarm
+	pytest tests/e2e/test_swarm_lab.py -m lab -p no:cacheprovider -s --durations=10
 
 test: lint workflows-check unit molecule e2e pipeline-proof ## Everything CI runs
 

@@ -1,7 +1,9 @@
 """Would this server's data be safe? What playbooks/preflight.yml refuses, as named problems.
 
 A prod server whose backups would be plaintext, stay on the server, or be
-decryptable with a key kept on the server, and any
+decryptable with a key kept on the server, a prod swarm whose overlay network
+would carry the site's traffic (its database connections) between nodes in
+clear, and any
 server whose secrets are still the example vault's CHANGE-ME placeholders, is
 refused before anything changes, unless the matching opt-out is set (each one
 names exactly what it lets through).
@@ -18,7 +20,9 @@ description:
 positional: _input
 options:
   _input:
-    description: C(environment), C(backup_encrypt), C(backup_offsite_enabled), C(backup_age_identity_on_server).
+    description: >-
+      C(environment), C(backup_encrypt), C(backup_offsite_enabled), C(backup_age_identity_on_server),
+      C(site_topology), C(swarm_networks).
     type: dict
     required: true
   values:
@@ -30,11 +34,15 @@ options:
   allow_placeholders:
     description: preflight_unsafe_allow_placeholder_secrets.
     type: bool
+  allow_clear_overlay:
+    description: preflight_unsafe_allow_clear_overlay.
+    type: bool
 """
 
 PLACEHOLDER = "CHANGE-ME"
 BACKUP_OPT_OUT = "preflight_unsafe_allow_unprotected_backups"
 PLACEHOLDER_OPT_OUT = "preflight_unsafe_allow_placeholder_secrets"
+OVERLAY_OPT_OUT = "preflight_unsafe_allow_clear_overlay"
 
 
 def _truthy(value):
@@ -60,6 +68,23 @@ def backup_problems(settings):
     return problems
 
 
+def overlay_problems(settings):
+    """A prod swarm's overlay networks left unencrypted (none for one server or for test)."""
+    if settings.get("environment") != "prod" or settings.get("site_topology") != "swarm":
+        return []
+    clear = sorted(
+        str(network.get("name"))
+        for network in settings.get("swarm_networks") or []
+        if isinstance(network, dict) and not _truthy(network.get("encrypted", True))
+    )
+    if not clear:
+        return []
+    return [
+        f"swarm_networks: {', '.join(clear)} not encrypted: prod's requests and database connections would cross "
+        "the network between nodes in clear"
+    ]
+
+
 def _holds_placeholder(value):
     if isinstance(value, dict):
         return any(_holds_placeholder(v) for v in value.values())
@@ -76,10 +101,13 @@ def placeholder_problems(values):
     return [f"still the example placeholder ({PLACEHOLDER}): {', '.join(names)}; replace them with the real values"]
 
 
-def production_safety_problems(settings, values=None, allow_unprotected_backups=False, allow_placeholders=False):
+def production_safety_problems(
+    settings, values=None, allow_unprotected_backups=False, allow_placeholders=False, allow_clear_overlay=False
+):
     """{problems, overridden}: what stops the run, and what an opt-out let through."""
     found = [(p, BACKUP_OPT_OUT, allow_unprotected_backups) for p in backup_problems(settings or {})]
     found += [(p, PLACEHOLDER_OPT_OUT, allow_placeholders) for p in placeholder_problems(values)]
+    found += [(p, OVERLAY_OPT_OUT, allow_clear_overlay) for p in overlay_problems(settings or {})]
     problems = [f"{p} (to accept this, set {opt_out}=true)" for p, opt_out, allowed in found if not _truthy(allowed)]
     overridden = [f"{p} (accepted by {opt_out})" for p, opt_out, allowed in found if _truthy(allowed)]
     return {"problems": problems, "overridden": overridden}

@@ -8,8 +8,9 @@ silently get a second, separate database, so it is refused.
 managers in the group ``<env>_swarm_managers``, workers in ``<env>_swarm_workers``,
 the site as a replicated service (``swarm_replicas``) and the database pinned to
 the one node whose ``swarm_node_labels`` carry ``swarm_database_label``
-(docs/scale.md). The inventory's shape is checked here; every problem names the
-group or variable to fix.
+(docs/scale.md), which must be the first manager: the site server, with the
+proxy, the lock and the ledger. The inventory's shape is checked here; every
+problem names the group or variable to fix.
 """
 
 import re
@@ -97,6 +98,22 @@ def _label_problems(env, nodes, labels, database_label):
     return []
 
 
+def _entry_problems(env, managers, labels, database_label):
+    """The database, the proxy, the lock and the ledger share the first manager (the site server)."""
+    match = _LABEL_RE.match(database_label) if isinstance(database_label, str) else None
+    if not managers or not match:
+        return []
+    key, value = match.groups()
+    first = managers[0]
+    if str((labels.get(first) or {}).get(key, "")) == value:
+        return []
+    return [
+        f"swarm_database_label {database_label!r} is not on {first}, the first host of {env}_swarm_managers: "
+        "the database runs on the site server with the proxy, the lock and the ledger (docs/scale.md); "
+        f"label {first}, or list the labelled manager first"
+    ]
+
+
 def _replicas_problems(replicas):
     if isinstance(replicas, bool):
         replicas = None
@@ -122,10 +139,49 @@ def site_topology_problems(layout):
     workers = list(layout.get("workers") or [])
     problems = _group_problems(env, hosts, managers, workers)
     nodes = (set(managers) | set(workers)) & set(hosts)
-    problems += _label_problems(env, nodes, layout.get("labels") or {}, layout.get("database_label"))
+    labels = layout.get("labels") or {}
+    label_problems = _label_problems(env, nodes, labels, layout.get("database_label"))
+    problems += label_problems or _entry_problems(env, managers, labels, layout.get("database_label"))
     return problems + _replicas_problems(layout.get("replicas"))
+
+
+def site_server(groups, environment, topology="single"):
+    """The host that runs the environment's site: its database, proxy, lock and ledger (and backups).
+
+    One server: the environment's host. A swarm: the first manager, the entry node; the swarm's
+    other nodes run the site's tasks only, so the playbooks' site plays end there.
+    """
+    group = f"{environment}_swarm_managers" if topology == "swarm" else environment
+    hosts = list((groups or {}).get(group) or [])
+    return hosts[0] if hosts else None
+
+
+def _node_address(name, host):
+    address = host.get("swarm_advertise_addr") or ((host.get("ansible_facts") or {}).get("default_ipv4") or {}).get(
+        "address"
+    )
+    if not address:
+        raise ValueError(
+            f"swarm: no address known for {name}: gather its facts in the same run (leave it in the limit) "
+            "or set its swarm_advertise_addr"
+        )
+    return str(address)
+
+
+def swarm_peers(groups, hostvars, environment, topology, me):
+    """The addresses of the other nodes of ``me``'s swarm, which its firewall lets through; [] on one server."""
+    if topology != "swarm":
+        return []
+    nodes = list((groups or {}).get(f"{environment}_swarm_managers") or []) + list(
+        (groups or {}).get(f"{environment}_swarm_workers") or []
+    )
+    return sorted({_node_address(node, hostvars[node]) for node in nodes if node != me})
 
 
 class FilterModule:
     def filters(self):
-        return {"site_topology_problems": site_topology_problems}
+        return {
+            "site_topology_problems": site_topology_problems,
+            "site_server": site_server,
+            "swarm_peers": swarm_peers,
+        }

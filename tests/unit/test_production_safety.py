@@ -86,3 +86,21 @@ def test_each_opt_out_lets_through_only_what_it_names_and_says_so():
     ]
     opt_outs = {"allow_unprotected_backups": True, "allow_placeholders": True}
     assert check({"environment": "prod"}, values, **opt_outs)["problems"] == []
+
+
+def test_a_prod_swarm_with_a_clear_overlay_is_refused_unless_told():
+    settings = {
+        "environment": "prod",
+        "backup_encrypt": True,
+        "backup_offsite_enabled": True,
+        "backup_age_identity_on_server": False,
+        "site_topology": "swarm",
+        "swarm_networks": [{"name": "montaiguillon_swarm", "encrypted": False}, {"name": "sealed"}],
+    }
+    (problem,) = safety.production_safety_problems(settings)["problems"]
+    assert problem.startswith("swarm_networks: montaiguillon_swarm not encrypted")
+    assert "preflight_unsafe_allow_clear_overlay=true" in problem
+    told = safety.production_safety_problems(settings, allow_clear_overlay=True)
+    assert told["problems"] == [] and "accepted by preflight_unsafe_allow_clear_overlay" in told["overridden"][0]
+    assert safety.production_safety_problems({**settings, "environment": "test"})["problems"] == []
+    assert safety.production_safety_problems({**settings, "site_topology": "single"})["problems"] == []

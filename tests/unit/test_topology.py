@@ -75,6 +75,21 @@ def test_the_database_label_must_match_exactly_one_node(labels, named):
     assert named in problem
 
 
+def test_the_database_must_be_on_the_first_manager_the_site_server():
+    labels = {"node1": {}, "node2": {}, "node3": {"montaiguillon.database": "true"}}
+    (problem,) = problems(labels=labels)
+    assert problem.startswith("swarm_database_label 'montaiguillon.database=true' is not on node1, the first host")
+    assert problems(managers=["node3", "node1", "node2"], workers=[], labels=labels) == []
+
+
+def test_the_site_server_is_the_host_or_the_first_manager():
+    groups = {"prod": ["node1", "node2", "node3"], "prod_swarm_managers": ["node2"], "test": ["dev.site"]}
+    assert topology.site_server(groups, "test") == "dev.site"
+    assert topology.site_server(groups, "prod", "swarm") == "node2"
+    assert topology.site_server(groups, "prod") == "node1"
+    assert topology.site_server({"prod": []}, "prod", "swarm") is None
+
+
 def test_a_database_label_that_is_not_key_value_is_named():
     assert problems(database_label="database") == ["swarm_database_label: 'database' is not a node label as key=value"]
 
@@ -111,7 +126,6 @@ def run_layout_check(tmp_path, inventory):
             "gather_facts": False,
             "tasks": [
                 _preflight_task("Check the environment's layout (site_topology)"),
-                _preflight_task("Stop on a swarm layout, which this release validates but cannot deploy yet"),
             ],
         }
     ]
@@ -176,10 +190,8 @@ def test_preflight_reads_the_swarm_groups_and_node_labels(tmp_path):
     prod["children"]["prod_swarm_workers"]["hosts"]["node2"] = prod["children"]["prod_swarm_managers"]["hosts"].pop(
         "node2"
     )
-    # A valid swarm layout passes the check, then is stopped, named: no swarm engine yet.
-    failed = run_layout_check(tmp_path, inventory)
-    assert sorted(failed) == ["node1", "node2", "node3"]
-    assert "site_topology swarm is a valid layout here, but this release deploys" in failed["node2"]
+    # One manager (labelled) and two workers: a valid swarm layout.
+    assert run_layout_check(tmp_path, inventory) == {}
 
 
 def test_preflight_lets_one_host_per_environment_through(tmp_path):
@@ -193,3 +205,17 @@ def test_preflight_lets_one_host_per_environment_through(tmp_path):
         }
     }
     assert run_layout_check(tmp_path, inventory) == {}
+
+
+def test_swarm_peers_are_the_other_nodes_addresses_and_none_on_one_server():
+    groups = {"prod_swarm_managers": ["node1"], "prod_swarm_workers": ["node2", "node3"]}
+    hostvars = {
+        "node1": {"ansible_facts": {"default_ipv4": {"address": "10.0.0.1"}}},
+        "node2": {"swarm_advertise_addr": "192.0.2.2", "ansible_facts": {"default_ipv4": {"address": "10.0.0.2"}}},
+        "node3": {"ansible_facts": {"default_ipv4": {"address": "10.0.0.3"}}},
+    }
+    assert topology.swarm_peers(groups, hostvars, "prod", "swarm", "node1") == ["10.0.0.3", "192.0.2.2"]
+    assert topology.swarm_peers(groups, hostvars, "prod", "single", "node1") == []
+    hostvars["node3"] = {}
+    with pytest.raises(ValueError, match="no address known for node3"):
+        topology.swarm_peers(groups, hostvars, "prod", "swarm", "node1")

@@ -2,19 +2,31 @@
 and a dnsrr service whose tasks on every node answer across the overlay by name."""
 
 import json
+import os
+import subprocess
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 IMAGE = "lab-registry:5000/montaiguillon/proxy:1.22"  # nginx, answering on port 80
+INSTANCE = os.environ.get("MOLECULE_INSTANCE", "molecule-server")
+PROJECT = Path(__file__).resolve().parents[3]
+# The lab's load loop (lab/lib/load.py), run on the manager against its own proxy (127.0.0.1 there).
+LOAD = """
+import json, sys, time
+sys.path.insert(0, "/root")
+from load import Load
+load = Load("https://127.0.0.1/", rate=int(sys.argv[2]), seconds=float(sys.argv[1]), host="site.com",
+            cafile="/root/ca.crt")
+with load:
+    time.sleep(float(sys.argv[1]))
+result = load.result
+print(json.dumps({"sent": result.sent, "failures": dict(result.failures), "rate": round(result.rate, 1),
+                  "summary": result.summary()}))
+"""
 NETWORK = "montaiguillon_swarm"
-
-
-@pytest.fixture
-def manager(host):
-    if "prod_swarm_managers" not in host.ansible.get_variables()["group_names"]:
-        pytest.skip("asked of the manager")
-    return host
 
 
 def test_the_engine_runs_without_live_restore_which_swarm_refuses(host):
@@ -167,3 +179,39 @@ def test_a_new_release_rolls_out_a_broken_one_is_rolled_back_and_rollback_return
         for line in manager.file("/var/lib/montaiguillon/web/releases.jsonl").content_string.splitlines()
     ]
     assert outcomes[-3:] == ["success", "rolled_back", "rollback"]
+
+
+# --- under load, through the proxy -----------------------------------------------------------------------
+
+
+@contextmanager
+def load_on(manager, seconds, rate=200):
+    """A bounded load on the manager's proxy (HTTPS on its 127.0.0.1) while the block runs; yields its result."""
+    node = f"{INSTANCE}-swarm1"
+    for source, target in (
+        (PROJECT / "lab/lib/load.py", "/root/load.py"),
+        (PROJECT / "inventories/lab/.generated/tls/ca.crt", "/root/ca.crt"),
+    ):
+        subprocess.run(["docker", "cp", str(source), f"{node}:{target}"], check=True)
+    manager.run(f"cat > /root/run_load.py <<'EOF'\n{LOAD}\nEOF")
+    process = subprocess.Popen(
+        ["docker", "exec", node, "python3", "/root/run_load.py", str(seconds), str(rate)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    result = {}
+    try:
+        yield result
+    finally:
+        out, _ = process.communicate(timeout=seconds + 60)
+        result.update(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_a_rollout_under_load_fails_no_request(manager):
+    with load_on(manager, seconds=25) as load:
+        time.sleep(2)
+        rolled = release_module(manager, env={"RELEASE_NOTE": f"under load {time.time()}"})
+        assert rolled["changed"] is True, rolled.get("msg")
+    print(f"rollout under load: {load['summary']}")
+    assert load["sent"] > 0 and load["failures"] == {}, load["summary"]
+    assert load["rate"] >= 190, load["summary"]

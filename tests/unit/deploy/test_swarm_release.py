@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from ansible.module_utils.montaiguillon.common.docker_engine import DockerError
 from ansible.module_utils.montaiguillon.deploy.ledger import ReleaseLedger
+from ansible.module_utils.montaiguillon.deploy.probe import ProbeError
 from ansible.module_utils.montaiguillon.deploy.story import ReleaseFailure
 
 REGISTRY = "lab-registry:5000/montaiguillon/site"
@@ -151,9 +152,12 @@ class FakeProbe:
     def __init__(self, swarm):
         self.swarm = swarm
         self.urls = []
+        self.refused = False
 
     def get(self, url, timeout=2.0, host=None, verify_tls=True):
         self.urls.append(url)
+        if self.refused:
+            raise ProbeError(f"GET {url}: ConnectionRefusedError: [Errno 111] Connection refused")
         running = self.swarm.tasks("app")
         return Answer(200 if any(t["Status"]["State"] == "running" for t in running) else 502)
 
@@ -388,3 +392,12 @@ def test_swarm_refuses_what_it_cannot_honour(h, overrides, message):
     errors = h.module.swarm_errors(h.params(**overrides))
     assert any(message in error for error in errors), errors
     assert h.module.swarm_errors(h.params()) == []
+
+
+def test_a_proxy_that_does_not_answer_fails_the_deploy_naming_it(h):
+    h.probe.refused = True
+    with pytest.raises(ReleaseFailure) as failure:
+        h.deploy("1.0", verify_url="https://127.0.0.1:443/health", verify_timeout=2)
+    assert "the proxy does not serve the release" in str(failure.value)
+    assert "Connection refused" in str(failure.value)
+    assert h.ledger()[-1]["outcome"] == "failed"

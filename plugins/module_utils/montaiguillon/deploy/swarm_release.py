@@ -32,7 +32,7 @@ from ansible.module_utils.montaiguillon.deploy.plan import (
     short_id,
     tail_lines,
 )
-from ansible.module_utils.montaiguillon.deploy.probe import poll_until_ok
+from ansible.module_utils.montaiguillon.deploy.probe import ProbeError, poll_until_ok
 from ansible.module_utils.montaiguillon.deploy.release_base import ReleaseBase
 from ansible.module_utils.montaiguillon.deploy.secret_files import SecretFileError, file_owner, file_variables
 from ansible.module_utils.montaiguillon.deploy.story import ReleaseFailure, StepFailed
@@ -111,16 +111,22 @@ class SwarmRelease(ReleaseBase):
         state, message = update_state(attrs)
         history = self.p["history"]
         holder = read_holder(self.lock_path)
+        placed = sorted(names.get(node, node) for node in running)
         return {
             "changed": False,
             "topology": "swarm",
+            # The one-server keys, as the app role's status shows them.
+            "live": {"release": spec_labels(attrs).get(LABEL_RELEASE)} if attrs else None,
+            "live_colour": f"service {self.name}: {len(running)} tasks on {', '.join(placed) or 'no node'}",
+            "idle": None,
+            "idle_colour": None,
             "service": {
                 "name": self.name,
                 "exists": attrs is not None,
                 "release": spec_labels(attrs).get(LABEL_RELEASE),
                 "image": spec_labels(attrs).get("montaiguillon.image"),
                 "running": len(running),
-                "nodes": sorted(names.get(node, node) for node in running),
+                "nodes": placed,
                 "update_state": state,
                 "update_message": message,
             },
@@ -356,7 +362,10 @@ class SwarmRelease(ReleaseBase):
                 return
 
             def check():
-                answer = self.probe.get(url, host=host, verify_tls=self.p["verify_tls"])
+                try:
+                    answer = self.probe.get(url, host=host, verify_tls=self.p["verify_tls"])
+                except ProbeError as exc:
+                    return False, str(exc)
                 return 200 <= answer.status < 300, answer.describe()
 
             ok, attempts, last = poll_until_ok(check, self.p["verify_timeout"], POLL, self.clock, self.sleep)
