@@ -56,17 +56,6 @@ class PresentRelease:
             failure.result["steps"] = self.steps
             raise
 
-    def refuse_during_maintenance(self):
-        """No deploy behind the maintenance page: a restore may be rewriting the database under it."""
-        reason = self.proxy.maintenance_reason()
-        if reason is not None:
-            raise ReleaseFailure(
-                f"the maintenance page is on ({reason}): a restore or other work holds the site, and a deploy "
-                "now could migrate a half-restored database. Deploy once it is done; if nothing is running, "
-                "turn it off with playbooks/maintenance.yml -e maintenance=off",
-                {"changed": False},
-            )
-
     def plan_present(self):
         state = self.read_state()
         before = state.live_summary()

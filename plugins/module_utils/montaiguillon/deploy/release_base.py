@@ -164,6 +164,17 @@ class ReleaseBase:
             return f"{state.live_colour} still serves release {live.release or '?'}"
         return "no release was serving before this one"
 
+    def refuse_during_maintenance(self):
+        """No deploy behind the maintenance page: a restore may be rewriting the database under it."""
+        reason = self.proxy.maintenance_reason()
+        if reason is not None:
+            raise ReleaseFailure(
+                f"the maintenance page is on ({reason}): a restore or other work holds the site, and a deploy "
+                "now could migrate a half-restored database. Deploy once it is done; if nothing is running, "
+                "turn it off with playbooks/maintenance.yml -e maintenance=off",
+                {"changed": False},
+            )
+
     def check_proxy(self):
         """The proxy must run and its conf.d must be here; fail before touching anything otherwise."""
         try:

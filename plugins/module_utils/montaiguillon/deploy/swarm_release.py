@@ -61,15 +61,6 @@ class SwarmRelease(SwarmRollout, ReleaseBase):
             failure.result["steps"] = self.steps
             raise
 
-    def refuse_during_maintenance(self):
-        reason = self.proxy.maintenance_reason()
-        if reason is not None:
-            raise ReleaseFailure(
-                f"the maintenance page is on ({reason}): a deploy now could migrate a half-restored database; "
-                "deploy once it is done, or turn it off with playbooks/maintenance.yml -e maintenance=off",
-                {"changed": False},
-            )
-
     # --- reading ------------------------------------------------------------------------
 
     def service_state(self):
