@@ -6,6 +6,7 @@ Run with `make e2e-swarm` on a swarm lab. Traffic goes to site.com's proxy on 12
 """
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -140,6 +141,24 @@ def test_a_rollback_under_load_fails_no_request(playbook, refs):
     assert result.rc == 0, result.output[-3000:]
     assert_no_failure(traffic.stop(), {v1, v2})
     assert served_version() == v1
+
+
+def test_backup_restore_and_drill_work_against_the_swarm_s_database(playbook):
+    """The database stays on site.com: the same verbs; a restore stops the service's tasks on every node."""
+    backup = run(playbook, "backup.yml", "-l", "prod")
+    assert backup.rc == 0, backup.output[-3000:]
+    backup_id = re.search(r"Backup (\S+) of database montaiguillon on site\.com", backup.output)[1]
+    on_nodes = run(playbook, "restore.yml", "-l", WORKERS[0], "-e", "restore_confirm=yes")
+    assert on_nodes.rc != 0 and f"does not hold prod's database: restore on {MANAGER}" in on_nodes.output
+    restored = run(
+        playbook, "restore.yml", "-l", MANAGER, "-e", f"restore_backup={backup_id}", "-e", "restore_confirm=yes"
+    )
+    assert restored.rc == 0, restored.output[-3000:]
+    assert "app (the Swarm service, scaled to 0)" in restored.output
+    assert len(tasks()) == 3
+    assert served_version()
+    drill = run(playbook, "playbooks/backup_drill.yml", "-l", "prod")
+    assert drill.rc == 0, drill.output[-3000:]
 
 
 def test_a_worker_killed_mid_deploy_fails_no_request(playbook, refs):
